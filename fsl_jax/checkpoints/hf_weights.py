@@ -185,14 +185,16 @@ def state_dict_to_params(
                 f"with {config.num_layers} layers needs it. Check that config.json matches "
                 "the weights file."
             )
-        value = state_dict[hf_name]
-        value = value.T if transpose else value
+        stored = state_dict[hf_name]
         expected = expected_shapes[path]
-        if value.shape != expected:
+        expected_stored = expected[::-1] if transpose else expected
+        if tuple(stored.shape) != expected_stored:
             raise ValueError(
-                f"Checkpoint tensor {hf_name!r} has shape {tuple(value.shape)} but the encoder "
-                f"expects {expected} (after transposing PyTorch kernels) for {'/'.join(path)}."
+                f"Checkpoint tensor {hf_name!r} has shape {tuple(stored.shape)} but the "
+                f"{config.model_type} encoder in config.json expects {expected_stored}. Check "
+                "that config.json belongs to these weights."
             )
+        value = stored.T if transpose else stored
         _set_path(params, path, np.ascontiguousarray(value, dtype=np.float32))
         used.add(hf_name)
     unused = sorted(set(state_dict) - used)
