@@ -137,47 +137,43 @@ def sample_kshot(
     return KShotSample(train, dev, report)
 
 
-def _field_names(file_format: FileFormat) -> list[tuple[str, object]]:
-    return [(option, field) for option, field in file_format.named_fields()]
-
-
-def _row_values(example, file_format: FileFormat) -> dict[str, str]:
+def _row_values(example, file_format: FileFormat) -> dict[str, str | None]:
     values = {"text_field": example.text, "text_pair_field": example.text_pair, "label_field": example.label}
     return {option: values[option] for option, _ in file_format.named_fields()}
+
+
+def _column_order(file_format: FileFormat) -> list[str]:
+    """Return the FileFormat options in file column order."""
+    fields = file_format.named_fields()
+    if file_format.header:
+        return [option for option, _ in fields]
+    ordered = sorted(fields, key=lambda item: item[1])
+    if [index for _, index in ordered] != list(range(len(fields))):
+        raise ValueError(f"Cannot write columns {dict(fields)}: headerless columns must be 0 to {len(fields) - 1}.")
+    return [option for option, _ in ordered]
 
 
 def format_split(split: Split, file_format: FileFormat = LMBFF_TSV) -> str:
     """Return the file contents for `split` in `file_format`, with `\\n` line endings.
 
+    TSV is written without quoting, like GLUE. CSV quotes cells only where needed.
+
     Raises:
       DataError: a TSV text contains a tab or line break (clean the split first), or a
         labelled format gets a row without a label.
     """
-    output = io.StringIO()
-    fields = _field_names(file_format)
+    fields = dict(file_format.named_fields())
+    lines = []
     if file_format.kind == "jsonl":
         for example in split.examples:
             values = _row_values(example, file_format)
             _check_labeled(split, example, values)
-            record = {field: values[option] for option, field in fields}
-            output.write(json.dumps(record, ensure_ascii=False) + "\n")
-        return output.getvalue()
+            record = {fields[option]: value for option, value in values.items()}
+            lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+        return "".join(lines)
 
-    if file_format.header:
-        order = [option for option, _ in fields]
-        header = [str(field) for _, field in fields]
-    else:
-        order = [option for option, field in sorted(fields, key=lambda item: item[1])]
-        if [field for _, field in sorted(fields, key=lambda item: item[1])] != list(range(len(fields))):
-            raise ValueError(f"Cannot write columns {dict(fields)}: headerless columns must be 0..{len(fields) - 1}.")
-        header = None
-
-    if file_format.kind == "tsv":
-        writer = csv.writer(output, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar=None, lineterminator="\n")
-    else:
-        writer = csv.writer(output, lineterminator="\n")
-    if header:
-        writer.writerow(header)
+    order = _column_order(file_format)
+    rows = [[str(fields[option]) for option in order]] if file_format.header else []
     for example in split.examples:
         values = _row_values(example, file_format)
         _check_labeled(split, example, values)
@@ -187,7 +183,12 @@ def format_split(split: Split, file_format: FileFormat = LMBFF_TSV) -> str:
                 f"{split.location(example)}: a text contains a tab or line break, which TSV "
                 "cannot store. Clean the split (collapse_whitespace=True) before writing."
             )
-        writer.writerow(cells)
+        rows.append(cells)
+
+    if file_format.kind == "tsv":
+        return "".join("\t".join(cells) + "\n" for cells in rows)
+    output = io.StringIO()
+    csv.writer(output, lineterminator="\n").writerows(rows)
     return output.getvalue()
 
 
