@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import jax
+
 from fsl_jax.models.config import EncoderConfig
 
 
@@ -28,9 +30,9 @@ def select_layers(
 ) -> tuple[EncoderConfig, dict[str, Any]]:
     """Return a student (config, encoder params) made of the given teacher layers.
 
-    Embeddings and pooler are shared with the teacher; teacher layer layers[i]
-    becomes student layer i. The arrays are not copied, so callers that train the
-    student must not donate the teacher's buffers while both are alive.
+    Embeddings and pooler come from the teacher, and teacher layer layers[i] becomes
+    student layer i. Arrays are copied, so donating the student's buffers in a train
+    step leaves the teacher intact.
     """
     layers = [int(layer) for layer in layers]
     if not layers:

@@ -1,0 +1,87 @@
+"""Defaults shared by every task config; task files override what differs."""
+
+import ml_collections
+
+LMBFF_SEEDS = (13, 21, 42, 87, 100)
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.task = "sst2"
+    # '' reads $FSL_JAX_DATA_DIR, else ../shared/data beside the project root.
+    config.data_dir = ""
+    config.k = 16
+    config.seeds = LMBFF_SEEDS
+    config.checkpoint = "all-MiniLM-L6-v2"
+    config.max_length = 128
+    config.num_devices = 0  # 0: every visible device.
+    config.compilation_cache_dir = "~/.cache/fsl_jax/xla"
+
+    config.cleaning = ml_collections.ConfigDict(
+        dict(
+            unescape_html=False,
+            unicode_form="NFKC",
+            remove_control_chars=True,
+            collapse_whitespace=True,
+            drop_empty=False,
+        )
+    )
+
+    # all-MiniLM-L6-v2 was trained as a sentence encoder with mean pooling and
+    # cosine similarity, so the head reads the normalised mean-pooled vector.
+    config.model = ml_collections.ConfigDict(
+        dict(
+            pooling="mean",
+            normalize=True,
+            head_scale=20.0,
+            classifier_dropout=0.1,
+            hidden_dropout=0.1,
+            attention_dropout=0.1,
+            dtype="float32",
+        )
+    )
+
+    config.optimizer = ml_collections.ConfigDict(
+        dict(
+            learning_rate=5e-5,
+            weight_decay=0.01,
+            schedule="linear",
+            warmup_ratio=0.1,
+            warmup_steps=0,
+            end_factor=0.0,
+            clip_norm=1.0,
+            accumulate_steps=1,
+            layer_decay=1.0,
+            head_lr_scale=1.0,
+            freeze="none",
+            b1=0.9,
+            b2=0.999,
+            eps=1e-6,
+        )
+    )
+
+    config.train = ml_collections.ConfigDict(
+        dict(
+            batch_size=8,
+            num_epochs=30,
+            num_steps=0,  # 0: num_epochs epochs.
+            eval_batch_size=64,
+            length_buckets=(32, 64, 128),
+            eval_every=20,
+            checkpoint_every=0,
+            keep_checkpoints=1,
+            log_every=10,
+            stop_after=0,  # >0: stop after this many steps, as if killed (resume tests).
+        )
+    )
+
+    config.distributed = ml_collections.ConfigDict(
+        dict(
+            coordinator_address="",
+            num_processes=1,
+            process_id=0,
+            local_device_ids=(),
+            cpu_collectives="",
+        )
+    )
+    return config

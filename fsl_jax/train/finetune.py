@@ -1,0 +1,231 @@
+"""Fine-tune a classifier on one split: model construction, loss, train and evaluate."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh
+
+from fsl_jax.data import EncodedDataset, batch_iterator, num_batches
+from fsl_jax.evaluate.metrics import classification_metrics
+from fsl_jax.models import Classifier, EncoderConfig
+from fsl_jax.train.checkpointing import Checkpointer
+from fsl_jax.train.loop import LoopSettings, train_loop
+from fsl_jax.train.optimizer import make_optimizer
+from fsl_jax.train.predict import predict_logits
+from fsl_jax.train.state import create_train_state
+from fsl_jax.train.steps import make_eval_step, make_train_step, masked_accuracy, masked_cross_entropy
+from fsl_jax.train.writers import MetricWriter
+
+
+def build_classifier(
+    model_config: ml_collections.ConfigDict, encoder_config: EncoderConfig, num_labels: int
+) -> Classifier:
+    """Return the Classifier that the `model` section of a run config describes."""
+    encoder_config = encoder_config.replace(
+        dtype=model_config.get("dtype", "float32"),
+        hidden_dropout=model_config.get("hidden_dropout", encoder_config.hidden_dropout),
+        attention_dropout=model_config.get("attention_dropout", encoder_config.attention_dropout),
+    )
+    return Classifier(
+        encoder_config,
+        num_labels=num_labels,
+        pooling=model_config.pooling,
+        normalize=model_config.get("normalize", False),
+        head_scale=model_config.get("head_scale", 1.0),
+        classifier_dropout=model_config.get("classifier_dropout", 0.1),
+    )
+
+
+def init_params(model: Classifier, encoder_params: dict | None, rng: jax.Array) -> dict:
+    """Initialise the classifier; the encoder part is replaced by encoder_params if given.
+
+    A pooler in encoder_params that the model does not use is left out.
+    """
+    ids = jnp.zeros((1, 8), jnp.int32)
+    params = jax.jit(model.init)(rng, ids, jnp.ones_like(ids))["params"]
+    params = jax.tree.map(np.asarray, params)
+    if encoder_params is not None:
+        wanted = params["encoder"]
+        params["encoder"] = {key: encoder_params[key] for key in wanted}
+    return params
+
+
+def classification_loss(model: Classifier) -> Callable:
+    """Return loss_fn(params, teacher_params, batch, rng, step) for plain fine-tuning."""
+
+    def loss_fn(params, teacher_params, batch, rng, step):
+        del teacher_params, step
+        outputs = model.apply(
+            {"params": params},
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["token_type_ids"],
+            deterministic=False,
+            rngs={"dropout": rng},
+        )
+        loss = masked_cross_entropy(outputs["logits"], batch)
+        return loss, {"accuracy": masked_accuracy(outputs["logits"], batch)}
+
+    return loss_fn
+
+
+def eval_apply(model: Classifier) -> Callable[[Any, dict], dict]:
+    def apply(params, batch):
+        return model.apply(
+            {"params": params},
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["token_type_ids"],
+            deterministic=True,
+        )
+
+    return apply
+
+
+def evaluate_split(
+    eval_step, params, encoded: EncodedDataset, settings, mesh: Mesh, num_labels: int
+) -> tuple[dict[str, float], np.ndarray]:
+    """Return (accuracy, macro-F1 and count over every example, logits [N, C])."""
+    batches = batch_iterator(
+        encoded,
+        settings.eval_batch_size,
+        settings.length_buckets,
+        shuffle=False,
+        num_devices=mesh.size,
+        pad_to_devices=True,
+    )
+    logits = predict_logits(eval_step, params, batches, mesh, len(encoded))
+    metrics = classification_metrics(logits.argmax(-1), encoded.labels, num_classes=num_labels)
+    return metrics, logits
+
+
+@dataclasses.dataclass
+class TrainSettings:
+    """The `train` section of a run config, resolved for one dataset."""
+
+    batch_size: int
+    eval_batch_size: int
+    length_buckets: tuple[int, ...]
+    num_steps: int
+    steps_per_epoch: int
+    eval_every: int
+    checkpoint_every: int
+    keep_checkpoints: int
+    log_every: int
+    stop_after: int | None
+
+    @classmethod
+    def from_config(cls, train: ml_collections.ConfigDict, num_examples: int, mesh: Mesh):
+        batch_size = train.batch_size
+        if batch_size % mesh.size:
+            raise ValueError(
+                f"train.batch_size {batch_size} cannot be split over {mesh.size} devices; use a "
+                f"multiple of {mesh.size}."
+            )
+        steps_per_epoch = num_batches(num_examples, batch_size)
+        num_steps = train.num_steps or train.num_epochs * steps_per_epoch
+        eval_batch_size = math.ceil(train.eval_batch_size / mesh.size) * mesh.size
+        return cls(
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            length_buckets=tuple(train.length_buckets),
+            num_steps=num_steps,
+            steps_per_epoch=steps_per_epoch,
+            eval_every=train.eval_every,
+            checkpoint_every=train.checkpoint_every,
+            keep_checkpoints=train.get("keep_checkpoints", 1),
+            log_every=train.log_every,
+            stop_after=train.get("stop_after") or None,
+        )
+
+
+def fit_and_select(
+    *,
+    name: str,
+    seed: int,
+    params: Any,
+    loss_fn: Callable,
+    eval_fn: Callable[[Any, dict], dict],
+    train_data: EncodedDataset,
+    dev_data: EncodedDataset,
+    num_labels: int,
+    optimizer_config: ml_collections.ConfigDict,
+    train_config: ml_collections.ConfigDict,
+    num_layers: int,
+    mesh: Mesh,
+    workdir: Path,
+    teacher_params: Any = None,
+    make_epoch: Callable[[int], Any] | None = None,
+    select_params: Callable[[Any], Any] = lambda params: params,
+) -> tuple[Any, dict[str, Any], Checkpointer]:
+    """Train params on train_data, evaluate on dev_data, and return the best params on dev.
+
+    loss_fn follows fsl_jax.train.steps; eval_fn(model_params, batch) returns outputs
+    with logits. select_params maps the trained params to what eval_fn takes (the
+    student inside a distillation params tree). Returns (best params, loop record,
+    checkpointer).
+    """
+    settings = TrainSettings.from_config(train_config, len(train_data), mesh)
+    optimizer, _ = make_optimizer(optimizer_config, params, settings.num_steps, num_layers)
+    state = create_train_state(params, optimizer, seed, mesh, teacher_params=teacher_params)
+    train_step = make_train_step(loss_fn, optimizer, state, mesh)
+    model_params = select_params(state.params)
+    eval_step = make_eval_step(eval_fn, model_params, mesh)
+
+    if make_epoch is None:
+
+        def make_epoch(epoch):
+            return batch_iterator(
+                train_data,
+                settings.batch_size,
+                settings.length_buckets,
+                shuffle=True,
+                seed=seed,
+                epoch=epoch,
+                num_devices=mesh.size,
+            )
+
+    def evaluate(params):
+        metrics, _ = evaluate_split(
+            eval_step, select_params(params), dev_data, settings, mesh, num_labels
+        )
+        return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+
+    checkpointer = Checkpointer(workdir / "checkpoints" / f"seed_{seed}" / name, settings.keep_checkpoints)
+    writer = MetricWriter(workdir, name, seed)
+    loop_settings = LoopSettings(
+        num_steps=settings.num_steps,
+        steps_per_epoch=settings.steps_per_epoch,
+        eval_every=settings.eval_every,
+        checkpoint_every=settings.checkpoint_every,
+        log_every=settings.log_every,
+        stop_after=settings.stop_after,
+    )
+    try:
+        state, record = train_loop(
+            state=state,
+            train_step=train_step,
+            make_epoch=make_epoch,
+            evaluate=evaluate,
+            settings=loop_settings,
+            mesh=mesh,
+            checkpointer=checkpointer,
+            writer=writer,
+            description=f"{name} seed {seed}",
+        )
+    finally:
+        writer.close()
+    if settings.stop_after is not None and int(jax.device_get(state.step)) < settings.num_steps:
+        return None, record, checkpointer
+    best_params, best_record = checkpointer.restore_best(state.params)
+    logging.info("%s seed %d: best dev %s at step %d", name, seed, best_record, record["best_step"])
+    return best_params, record, checkpointer

@@ -1,0 +1,101 @@
+"""Train and eval steps: pure functions, jitted once with their shardings.
+
+A loss function has the signature
+    loss_fn(params, teacher_params, batch, rng, step) -> (loss, metrics)
+and must average over real examples (batch["example_mask"]). The train step
+differentiates it with respect to params only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from fsl_jax.train.mesh import data_sharded, replicated
+from fsl_jax.train.state import TrainState
+
+LossFn = Callable[[Any, Any, dict, jax.Array, jax.Array], tuple[jax.Array, dict]]
+
+
+def _state_shardings(state: TrainState) -> TrainState:
+    return jax.tree.map(lambda leaf: leaf.sharding, state)
+
+
+def make_train_step(
+    loss_fn: LossFn, optimizer: optax.GradientTransformation, state: TrainState, mesh: Mesh
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """Return the jitted `train_step(state, batch) -> (state, metrics)`.
+
+    The state is donated, so the caller must use the returned state. Randomness is
+    fold_in(state.rng, state.step): a resumed run draws the same keys. Metrics are
+    replicated scalars: the loss terms, plus norms of gradients, updates and params.
+    """
+
+    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        rng = jax.random.fold_in(state.rng, state.step)
+        teacher_params = jax.lax.stop_gradient(state.teacher_params)
+
+        def objective(params):
+            return loss_fn(params, teacher_params, batch, rng, state.step)
+
+        (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(metrics)
+        metrics["loss"] = loss
+        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["update_norm"] = optax.global_norm(updates)
+        metrics["param_norm"] = optax.global_norm(params)
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        return new_state, metrics
+
+    state_sharding = _state_shardings(state)
+    return jax.jit(
+        train_step,
+        in_shardings=(state_sharding, data_sharded(mesh)),
+        out_shardings=(state_sharding, replicated(mesh)),
+        donate_argnums=0,
+    )
+
+
+def make_eval_step(
+    apply_fn: Callable[[Any, dict], dict], params: Any, mesh: Mesh
+) -> Callable[[Any, dict], dict]:
+    """Return the jitted `eval_step(params, batch) -> {"logits", "predictions"}`.
+
+    apply_fn(params, batch) runs the model in eval mode and returns its outputs dict.
+    Outputs are replicated so every process can read all rows of the batch.
+    """
+
+    def eval_step(params, batch):
+        logits = apply_fn(params, batch)["logits"].astype(jnp.float32)
+        return {"logits": logits, "predictions": jnp.argmax(logits, axis=-1).astype(jnp.int32)}
+
+    param_sharding = jax.tree.map(lambda leaf: leaf.sharding, params)
+    return jax.jit(
+        eval_step,
+        in_shardings=(param_sharding, data_sharded(mesh)),
+        out_shardings=replicated(mesh),
+    )
+
+
+def masked_cross_entropy(logits: jax.Array, batch: dict) -> jax.Array:
+    """Cross-entropy averaged over real examples, against soft_labels when present."""
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    if "soft_labels" in batch:
+        targets = batch["soft_labels"]
+    else:
+        targets = jax.nn.one_hot(batch["labels"], logits.shape[-1])
+    per_example = -jnp.sum(targets * log_probs, axis=-1)
+    mask = batch["example_mask"].astype(jnp.float32)
+    return jnp.sum(per_example * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def masked_accuracy(logits: jax.Array, batch: dict) -> jax.Array:
+    mask = batch["example_mask"].astype(jnp.float32)
+    correct = (jnp.argmax(logits, axis=-1) == batch["labels"]).astype(jnp.float32)
+    return jnp.sum(correct * mask) / jnp.maximum(jnp.sum(mask), 1.0)

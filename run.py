@@ -1,0 +1,36 @@
+"""Entry point of the main job.
+
+  python run.py --config=configs/sst2_finetune.py --workdir=runs/sst2 [--config.key=value ...]
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path to a config file with get_config().", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    from fsl_jax import pipeline
+
+    os.makedirs(_WORKDIR.value, exist_ok=True)
+    # absl writes its log to <workdir>/run.*; alsologtostderr keeps it on the terminal.
+    logging.get_absl_handler().use_absl_log_file("run", _WORKDIR.value)
+    flags.FLAGS.alsologtostderr = True
+    logging.info("fsl_jax run: config %s, workdir %s", flags.FLAGS["config"].value, _WORKDIR.value)
+    logging.info("Config:\n%s", _CONFIG.value)
+    pipeline.run(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)
