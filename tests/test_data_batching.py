@@ -74,7 +74,10 @@ def test_batch_keys_dtypes_shapes():
 
 def test_smallest_bucket_that_fits():
     dataset = synthetic_dataset([5, 9, 20, 3, 7, 8])
-    widths = [batch["input_ids"].shape[1] for batch in batch_iterator(dataset, 2, (8, 16, 32), shuffle=False)]
+    widths = [
+        batch["input_ids"].shape[1]
+        for batch in batch_iterator(dataset, 2, (8, 16, 32), shuffle=False)
+    ]
     # Rows (5, 9) -> 16, (20, 3) -> 32, (7, 8) -> 8.
     assert widths == [16, 32, 8]
     assert bucket_length(8, (8, 16)) == 8
@@ -87,7 +90,9 @@ def test_rows_keep_their_tokens():
     batch = next(batch_iterator(dataset, 4, (32,), shuffle=False))
     for row in range(3):
         length = dataset.lengths[row]
-        np.testing.assert_array_equal(batch["input_ids"][row, :length], dataset.input_ids[row, :length])
+        np.testing.assert_array_equal(
+            batch["input_ids"][row, :length], dataset.input_ids[row, :length]
+        )
         assert batch["attention_mask"][row].sum() == length
 
 
@@ -133,7 +138,9 @@ def test_epoch_order_from_seed_and_epoch():
 def test_resume_mid_epoch_same_batches():
     dataset = synthetic_dataset(np.arange(3, 40))
     full = list(batch_iterator(dataset, 8, (16, 64), shuffle=True, seed=1, epoch=4))
-    resumed = list(batch_iterator(dataset, 8, (16, 64), shuffle=True, seed=1, epoch=4, start_batch=2))
+    resumed = list(
+        batch_iterator(dataset, 8, (16, 64), shuffle=True, seed=1, epoch=4, start_batch=2)
+    )
     assert len(resumed) == len(full) - 2
     for expected, actual in zip(full[2:], resumed):
         for key in expected:
@@ -166,7 +173,9 @@ def test_batch_not_divisible_by_devices():
     with pytest.raises(ValueError, match=r"Batch size 10 is not divisible by the 8 devices"):
         next(batch_iterator(dataset, 10, (8,), shuffle=False, num_devices=8))
     assert resolve_batch_size(10, 8, pad_to_devices=True) == 16
-    batch = next(batch_iterator(dataset, 10, (8,), shuffle=False, num_devices=8, pad_to_devices=True))
+    batch = next(
+        batch_iterator(dataset, 10, (8,), shuffle=False, num_devices=8, pad_to_devices=True)
+    )
     assert batch["input_ids"].shape == (16, 8)
     assert batch["example_mask"].sum() == 10
 
@@ -196,8 +205,13 @@ def test_mismatched_rows_rejected():
     dataset = synthetic_dataset([4, 5])
     with pytest.raises(ValueError, match="labels has 1 rows"):
         EncodedDataset(
-            dataset.input_ids, dataset.attention_mask, dataset.token_type_ids, dataset.lengths,
-            dataset.labels[:1], SEP, PAD,
+            dataset.input_ids,
+            dataset.attention_mask,
+            dataset.token_type_ids,
+            dataset.lengths,
+            dataset.labels[:1],
+            SEP,
+            PAD,
         )
 
 
@@ -225,7 +239,9 @@ def test_eval_872_rows_full_coverage(sst2_dev):
     assert len(sst2_dev) == 872
     weights = np.random.default_rng(0).normal(size=(3, 2)).astype(np.float32)
 
-    reference_features = linear_features(sst2_dev.input_ids.astype(np.float64), sst2_dev.attention_mask, np)
+    reference_features = linear_features(
+        sst2_dev.input_ids.astype(np.float64), sst2_dev.attention_mask, np
+    )
     reference_predictions = (reference_features @ weights.astype(np.float64)).argmax(axis=1)
     reference_accuracy = float((reference_predictions == sst2_dev.labels).mean())
 
@@ -234,14 +250,18 @@ def test_eval_872_rows_full_coverage(sst2_dev):
 
     @jax.jit
     def score(batch):
-        features = linear_features(batch["input_ids"].astype(jnp.float32), batch["attention_mask"], jnp)
+        features = linear_features(
+            batch["input_ids"].astype(jnp.float32), batch["attention_mask"], jnp
+        )
         predictions = jnp.argmax(features @ weights, axis=1)
         correct = (predictions == batch["labels"]) * batch["example_mask"]
         return predictions, correct.sum(), batch["example_mask"].sum()
 
     predictions = {}
     correct_total, count_total = 0.0, 0.0
-    batches = list(batch_iterator(sst2_dev, 32, (32, 64, 128), shuffle=False, num_devices=len(jax.devices())))
+    batches = list(
+        batch_iterator(sst2_dev, 32, (32, 64, 128), shuffle=False, num_devices=len(jax.devices()))
+    )
     assert len(batches) == 28
     for batch in batches:
         assert batch["input_ids"].shape[0] == 32
@@ -249,7 +269,9 @@ def test_eval_872_rows_full_coverage(sst2_dev):
         correct_total += float(correct)
         count_total += float(count)
         real = batch["example_mask"] == 1
-        for index, prediction in zip(batch["example_index"][real], np.asarray(batch_predictions)[real]):
+        for index, prediction in zip(
+            batch["example_index"][real], np.asarray(batch_predictions)[real]
+        ):
             assert index not in predictions
             predictions[int(index)] = int(prediction)
 
@@ -263,8 +285,13 @@ def test_eval_872_rows_full_coverage(sst2_dev):
 def test_train_epoch_compiles_once_per_bucket(sst2_dev):
     rows = np.arange(100)
     subset = EncodedDataset(
-        sst2_dev.input_ids[rows], sst2_dev.attention_mask[rows], sst2_dev.token_type_ids[rows],
-        sst2_dev.lengths[rows], sst2_dev.labels[rows], sst2_dev.sep_token_id, sst2_dev.pad_token_id,
+        sst2_dev.input_ids[rows],
+        sst2_dev.attention_mask[rows],
+        sst2_dev.token_type_ids[rows],
+        sst2_dev.lengths[rows],
+        sst2_dev.labels[rows],
+        sst2_dev.sep_token_id,
+        sst2_dev.pad_token_id,
     )
     buckets = (16, 32, 64, 128)
     traces = collections.Counter()
@@ -289,7 +316,9 @@ def test_train_epoch_compiles_once_per_bucket(sst2_dev):
     widths_used = set()
     examples_seen = 0
     for epoch in range(2):
-        for batch in batch_iterator(subset, 16, buckets, shuffle=True, seed=0, epoch=epoch, num_devices=8):
+        for batch in batch_iterator(
+            subset, 16, buckets, shuffle=True, seed=0, epoch=epoch, num_devices=8
+        ):
             assert batch["input_ids"].shape[0] == 16
             widths_used.add(batch["input_ids"].shape[1])
             examples_seen += int(batch["example_mask"].sum())

@@ -20,7 +20,13 @@ from fsl_jax.data import (
 
 def make_split(name, texts, labels=None):
     labels = labels or [None] * len(texts)
-    return Split(name, [Example(text, None, label, line) for line, (text, label) in enumerate(zip(texts, labels), start=1)])
+    return Split(
+        name,
+        [
+            Example(text, None, label, line)
+            for line, (text, label) in enumerate(zip(texts, labels), start=1)
+        ],
+    )
 
 
 def test_whitespace_collapsed_and_stripped():
@@ -52,7 +58,9 @@ def test_chinese_text_only_normalised():
 
 
 def test_all_steps_off_changes_nothing():
-    config = CleaningConfig(unicode_form=None, remove_control_chars=False, collapse_whitespace=False)
+    config = CleaningConfig(
+        unicode_form=None, remove_control_chars=False, collapse_whitespace=False
+    )
     text = " ＡＢ \x00 "
     assert clean_text(text, config) == text
 
@@ -115,7 +123,9 @@ def test_report_serialises_to_json():
 
 
 def test_duplicates_after_normalisation():
-    split = make_split("train", ["a film .", "a  film . ", "other", "ａ film ."], ["1", "0", "1", "1"])
+    split = make_split(
+        "train", ["a film .", "a  film . ", "other", "ａ film ."], ["1", "0", "1", "1"]
+    )
     report = find_duplicates(split)
     assert report.rows == 4
     assert report.distinct == 2

@@ -58,8 +58,12 @@ def test_csv_without_header_quoted(tmp_path):
 
 
 def test_csv_with_header_and_pair(tmp_path):
-    path = write(tmp_path / "nli.csv", "premise,hypothesis,gold\nA man sleeps.,A person rests.,entailment\n")
-    file_format = FileFormat("csv", text_field="premise", text_pair_field="hypothesis", label_field="gold")
+    path = write(
+        tmp_path / "nli.csv", "premise,hypothesis,gold\nA man sleeps.,A person rests.,entailment\n"
+    )
+    file_format = FileFormat(
+        "csv", text_field="premise", text_pair_field="hypothesis", label_field="gold"
+    )
     split = load_split(path, file_format)
     assert split[0].text == "A man sleeps."
     assert split[0].text_pair == "A person rests."
@@ -68,8 +72,14 @@ def test_csv_with_header_and_pair(tmp_path):
 
 
 def test_jsonl_string_and_integer_labels(tmp_path):
-    rows = [{"id": 0, "sentence": "很好", "label": "Positive"}, {"id": 1, "sentence": "很差", "label": "Negative"}]
-    path = write(tmp_path / "train_0.json", "\n".join(json.dumps(row, ensure_ascii=False) for row in rows) + "\n")
+    rows = [
+        {"id": 0, "sentence": "很好", "label": "Positive"},
+        {"id": 1, "sentence": "很差", "label": "Negative"},
+    ]
+    path = write(
+        tmp_path / "train_0.json",
+        "\n".join(json.dumps(row, ensure_ascii=False) for row in rows) + "\n",
+    )
     split = load_split(path)
     assert split.texts == ["很好", "很差"]
     assert split.labels == ["Positive", "Negative"]
@@ -86,7 +96,9 @@ def test_utf8_bom_is_dropped(tmp_path):
 
 
 def test_unlabeled_pool_ignores_labels(tmp_path):
-    path = write(tmp_path / "unlabeled.json", '{"sentence": "a", "id": 0}\n{"sentence": "b", "id": 1}\n')
+    path = write(
+        tmp_path / "unlabeled.json", '{"sentence": "a", "id": 0}\n{"sentence": "b", "id": 1}\n'
+    )
     pool = load_unlabeled(path)
     assert pool.texts == ["a", "b"]
     assert pool.labels == [None, None]
@@ -140,12 +152,16 @@ def test_header_only_file(tmp_path):
 
 def test_missing_column(tmp_path):
     path = write(tmp_path / "train.tsv", "text\tlabel\nok\t1\n")
-    with pytest.raises(DataError, match=r"column 'sentence' \(text_field\) not found.*\['text', 'label'\]"):
+    with pytest.raises(
+        DataError, match=r"column 'sentence' \(text_field\) not found.*\['text', 'label'\]"
+    ):
         load_split(path)
 
 
 def test_missing_json_key(tmp_path):
-    path = write(tmp_path / "train.json", '{"sentence": "a", "label": "Positive"}\n{"sentence": "b"}\n')
+    path = write(
+        tmp_path / "train.json", '{"sentence": "a", "label": "Positive"}\n{"sentence": "b"}\n'
+    )
     with pytest.raises(DataError, match=r"train.json line 2: key 'label'"):
         load_split(path)
 
@@ -202,7 +218,10 @@ def test_label_vocab_string_order():
 
 
 def test_label_vocab_encode_unknown_label(tmp_path):
-    path = write(tmp_path / "dev.json", '{"sentence": "a", "label": "Positive"}\n{"sentence": "b", "label": "Neutral"}\n')
+    path = write(
+        tmp_path / "dev.json",
+        '{"sentence": "a", "label": "Positive"}\n{"sentence": "b", "label": "Neutral"}\n',
+    )
     split = load_split(path)
     vocab = LabelVocab(("Negative", "Positive"))
     with pytest.raises(DataError, match=r"dev.json line 2: unknown label 'Neutral'"):
@@ -224,7 +243,9 @@ def test_dev_label_unseen_in_train(tmp_path):
         "sentence\tlabel\nc\t0\nd\t2\n",
         "sentence\tlabel\ne\t1\n",
     )
-    with pytest.raises(DataError, match=r"dev.tsv line 3: label '2' does not occur in the train split"):
+    with pytest.raises(
+        DataError, match=r"dev.tsv line 3: label '2' does not occur in the train split"
+    ):
         load_lmbff_kshot(task_dir, 2, 7)
 
 
@@ -235,7 +256,9 @@ def test_train_label_outside_task_names(tmp_path):
 
 
 def test_lmbff_folder_loads_three_splits(tmp_path):
-    task_dir = make_kshot_folder(tmp_path, "1,a\n0,b\n", "0,c\n1,d\n", "1,e\n0,f\n1,g\n", suffix=".csv")
+    task_dir = make_kshot_folder(
+        tmp_path, "1,a\n0,b\n", "0,c\n1,d\n", "1,e\n0,f\n1,g\n", suffix=".csv"
+    )
     splits, vocab = load_lmbff_kshot(task_dir, 2, 7)
     assert sorted(splits) == ["dev", "test", "train"]
     assert len(splits["test"]) == 3

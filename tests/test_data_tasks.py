@@ -22,7 +22,10 @@ def test_unknown_task():
 def test_split_paths_lmbff(tmp_path):
     paths = get_task("sst5").split_paths(tmp_path, seed=42)
     assert paths["train"] == tmp_path / "sst-5" / "k-shot" / "16-42" / "train.csv"
-    assert get_task("sst2").split_paths(tmp_path, k=8, seed=13)["dev"] == tmp_path / "SST-2/k-shot/8-13/dev.tsv"
+    assert (
+        get_task("sst2").split_paths(tmp_path, k=8, seed=13)["dev"]
+        == tmp_path / "SST-2/k-shot/8-13/dev.tsv"
+    )
 
 
 def test_seed_required():

@@ -22,30 +22,38 @@ def test_imdb_reviews_mock():
 
 def test_ag_news_pair_fields_and_class_order():
     with tfds.testing.mock_data(num_examples=4):
-        split, vocab = load_tfds_split("ag_news_subset", "test", text_field="title", text_pair_field="description")
+        split, vocab = load_tfds_split(
+            "ag_news_subset", "test", text_field="title", text_pair_field="description"
+        )
     assert vocab.names == ("World", "Sports", "Business", "Sci/Tech")
     assert all(example.text_pair is not None for example in split)
-    cleaned, report = clean_split(split)
+    _, report = clean_split(split)
     assert report.rows_out == 4
 
 
 def test_unlabeled_read():
     with tfds.testing.mock_data(num_examples=3):
-        split, vocab = load_tfds_split("imdb_reviews", "unsupervised", text_field="text", label_field=None)
+        split, vocab = load_tfds_split(
+            "imdb_reviews", "unsupervised", text_field="text", label_field=None
+        )
     assert vocab is None
     assert split.labels == [None, None, None]
 
 
 def test_unknown_feature():
-    with tfds.testing.mock_data(num_examples=2):
-        with pytest.raises(KeyError, match=r"feature 'sentence' not found"):
-            load_tfds_split("imdb_reviews", "train", text_field="sentence")
+    with (
+        tfds.testing.mock_data(num_examples=2),
+        pytest.raises(KeyError, match=r"feature 'sentence' not found"),
+    ):
+        load_tfds_split("imdb_reviews", "train", text_field="sentence")
 
 
 def test_unregistered_dataset():
-    with tfds.testing.mock_data(num_examples=2):
-        with pytest.raises(DataError, match="not registered"):
-            load_tfds_split("no_such_dataset_xyz", "train", text_field="text")
+    with (
+        tfds.testing.mock_data(num_examples=2),
+        pytest.raises(DataError, match="not registered"),
+    ):
+        load_tfds_split("no_such_dataset_xyz", "train", text_field="text")
 
 
 def test_glue_needs_tensorflow():

@@ -119,10 +119,17 @@ def test_no_input_rows(tokenizer):
 def test_matches_transformers(tokenizer, minilm_dir):
     transformers = pytest.importorskip("transformers")
     reference = transformers.AutoTokenizer.from_pretrained(str(minilm_dir))
-    texts = ["It 's a charming and often affecting journey .", "", "中文评论，很好！", "word " * 100]
+    texts = [
+        "It 's a charming and often affecting journey .",
+        "",
+        "中文评论，很好！",
+        "word " * 100,
+    ]
     pairs = ["a hypothesis", "second side", "", "x"]
     ours = tokenizer.encode(texts, pairs, max_length=32)
-    theirs = reference(texts, pairs, truncation=True, max_length=32, padding="max_length", return_tensors="np")
+    theirs = reference(
+        texts, pairs, truncation=True, max_length=32, padding="max_length", return_tensors="np"
+    )
     for key in KEYS:
         np.testing.assert_array_equal(ours[key], theirs[key], err_msg=key)
 
@@ -134,7 +141,8 @@ def test_vocab_only_folder_uses_transformers(tokenizer, minilm_dir, tmp_path):
     texts = ["A Good film .", "中文"]
     for key in KEYS:
         np.testing.assert_array_equal(
-            from_vocab.encode(texts, max_length=16)[key], tokenizer.encode(texts, max_length=16)[key]
+            from_vocab.encode(texts, max_length=16)[key],
+            tokenizer.encode(texts, max_length=16)[key],
         )
 
 

@@ -26,9 +26,22 @@ from fsl_jax.data.batching import (
     num_batches,
     resolve_batch_size,
 )
-from fsl_jax.data.cleaning import CleaningConfig, CleaningReport, clean_split, clean_text, clean_texts
+from fsl_jax.data.cleaning import (
+    CleaningConfig,
+    CleaningReport,
+    clean_split,
+    clean_text,
+    clean_texts,
+)
 from fsl_jax.data.encoding import EncodedDataset, TruncationReport, encode_split
-from fsl_jax.data.kshot import KShotSample, SamplingReport, format_split, sample_kshot, write_lmbff_kshot, write_split
+from fsl_jax.data.kshot import (
+    KShotSample,
+    SamplingReport,
+    format_split,
+    sample_kshot,
+    write_lmbff_kshot,
+    write_split,
+)
 from fsl_jax.data.labels import LabelVocab, build_label_vocab, sort_labels
 from fsl_jax.data.loaders import kshot_folder, load_lmbff_kshot, load_split, load_unlabeled
 from fsl_jax.data.paths import default_data_dir
@@ -53,31 +66,38 @@ from fsl_jax.data.records import (
     infer_format,
 )
 from fsl_jax.data.reports import Report
-from fsl_jax.data.tasks import TASKS, TaskSpec, get_task, load_task, load_task_pool, load_task_unlabeled
+from fsl_jax.data.tasks import (
+    TASKS,
+    TaskSpec,
+    get_task,
+    load_task,
+    load_task_pool,
+    load_task_unlabeled,
+)
 from fsl_jax.data.tokenizer import Tokenizer
 
 __all__ = [
+    "DEFAULT_BUCKETS",
+    "FEWCLUE_JSONL",
+    "LMBFF_CSV",
+    "LMBFF_TSV",
+    "TASKS",
     "AuditReport",
     "BucketReport",
     "CleaningConfig",
     "CleaningReport",
-    "DEFAULT_BUCKETS",
     "DataError",
     "DuplicateReport",
     "EncodedDataset",
     "Example",
-    "FEWCLUE_JSONL",
     "FileFormat",
     "KShotSample",
-    "LMBFF_CSV",
-    "LMBFF_TSV",
     "LabelVocab",
     "LoadReport",
     "OverlapReport",
     "Report",
     "SamplingReport",
     "Split",
-    "TASKS",
     "TaskSpec",
     "Tokenizer",
     "TruncationReport",

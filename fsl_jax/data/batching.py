@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from absl import logging
@@ -28,7 +28,7 @@ def validate_buckets(buckets: Sequence[int]) -> tuple[int, ...]:
 
 
 def bucket_length(length: int, buckets: Sequence[int]) -> int:
-    """Return the smallest bucket that holds `length` tokens, or the largest bucket."""
+    """Return the smallest bucket of at least `length` tokens, or the largest bucket."""
     for bucket in buckets:
         if length <= bucket:
             return bucket
@@ -43,7 +43,9 @@ def resolve_batch_size(batch_size: int, num_devices: int, pad_to_devices: bool =
         False. The message names both numbers.
     """
     if batch_size < 1 or num_devices < 1:
-        raise ValueError(f"Invalid batch_size={batch_size} or num_devices={num_devices}; both must be at least 1.")
+        raise ValueError(
+            f"Invalid batch_size={batch_size} or num_devices={num_devices}; both must be at least 1."
+        )
     if batch_size % num_devices == 0:
         return batch_size
     if not pad_to_devices:
@@ -53,7 +55,9 @@ def resolve_batch_size(batch_size: int, num_devices: int, pad_to_devices: bool =
             f"{math.ceil(batch_size / num_devices) * num_devices} rows."
         )
     padded = math.ceil(batch_size / num_devices) * num_devices
-    logging.info("Padding batch size %d to %d rows for %d devices.", batch_size, padded, num_devices)
+    logging.info(
+        "Padding batch size %d to %d rows for %d devices.", batch_size, padded, num_devices
+    )
     return padded
 
 
@@ -86,7 +90,9 @@ class BucketReport(Report):
         )
 
 
-def bucket_report(encoded: EncodedDataset, buckets: Sequence[int] = DEFAULT_BUCKETS) -> BucketReport:
+def bucket_report(
+    encoded: EncodedDataset, buckets: Sequence[int] = DEFAULT_BUCKETS
+) -> BucketReport:
     buckets = validate_buckets(buckets)
     counts = dict.fromkeys(buckets, 0)
     for length in encoded.lengths:
@@ -106,7 +112,9 @@ def _fit_width(array: np.ndarray, width: int, fill: int) -> np.ndarray:
     return np.concatenate([array, padding], axis=1)
 
 
-def make_batch(encoded: EncodedDataset, rows: np.ndarray, batch_size: int, buckets: Sequence[int]) -> dict[str, np.ndarray]:
+def make_batch(
+    encoded: EncodedDataset, rows: np.ndarray, batch_size: int, buckets: Sequence[int]
+) -> dict[str, np.ndarray]:
     """Gather `rows` into one batch of `batch_size` rows and the smallest bucket that fits.
 
     Filler rows (when `rows` is short) have `example_mask` 0.0, `example_index` -1, label
@@ -135,7 +143,9 @@ def make_batch(encoded: EncodedDataset, rows: np.ndarray, batch_size: int, bucke
     batch["example_index"] = np.full(batch_size, -1, dtype=np.int32)
     batch["example_index"][: len(rows)] = rows
     if encoded.soft_labels is not None:
-        batch["soft_labels"] = np.zeros((batch_size, encoded.soft_labels.shape[1]), dtype=np.float32)
+        batch["soft_labels"] = np.zeros(
+            (batch_size, encoded.soft_labels.shape[1]), dtype=np.float32
+        )
         batch["soft_labels"][: len(rows)] = encoded.soft_labels[rows]
     return batch
 
@@ -156,8 +166,8 @@ def batch_iterator(
     """Yield the batches of one epoch as dicts of numpy arrays (the Batch table in docs/design.md).
 
     Every batch has `batch_size` rows (rounded up to a multiple of `num_devices` when
-    `pad_to_devices`), and its length is the smallest bucket that fits its longest row,
-    so a jitted step compiles at most once per bucket. With `shuffle` the order comes
+    `pad_to_devices`), and its length is the smallest bucket that fits its longest row.
+    A jitted step therefore sees one input shape per bucket used. With `shuffle` the order comes
     from (seed, epoch); without it rows keep dataset order, which suits evaluation. The
     last partial batch is padded and masked unless `drop_remainder`, so every example
     appears exactly once per epoch. `start_batch` skips the first batches of the epoch,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import unicodedata
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import logging
 
@@ -58,7 +58,9 @@ def _steps(config: CleaningConfig) -> list[tuple[str, object]]:
     if config.unescape_html:
         steps.append(("unescape_html", html.unescape))
     if config.unicode_form:
-        steps.append(("unicode_form", lambda text: unicodedata.normalize(config.unicode_form, text)))
+        steps.append(
+            ("unicode_form", lambda text: unicodedata.normalize(config.unicode_form, text))
+        )
     if config.remove_control_chars:
         steps.append(("remove_control_chars", _remove_control_chars))
     if config.collapse_whitespace:
@@ -85,7 +87,9 @@ class CleaningReport(Report):
     rows_in: int
     rows_out: int = 0
     changed_rows: int = 0
-    changes_by_step: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(STEP_NAMES, 0))
+    changes_by_step: dict[str, int] = dataclasses.field(
+        default_factory=lambda: dict.fromkeys(STEP_NAMES, 0)
+    )
     empty_rows: list[int] = dataclasses.field(default_factory=list)
     dropped_rows: list[int] = dataclasses.field(default_factory=list)
     change_samples: list[dict] = dataclasses.field(default_factory=list)
@@ -109,7 +113,9 @@ def _clean_field(text: str | None, steps, counts: dict[str, int]) -> str | None:
     return text
 
 
-def clean_split(split: Split, config: CleaningConfig = CleaningConfig()) -> tuple[Split, CleaningReport]:
+def clean_split(
+    split: Split, config: CleaningConfig = CleaningConfig()
+) -> tuple[Split, CleaningReport]:
     """Clean the text (and text pair) of every row, and report what changed.
 
     A row is empty when all its texts are empty after cleaning, such as a
@@ -118,7 +124,7 @@ def clean_split(split: Split, config: CleaningConfig = CleaningConfig()) -> tupl
     """
     steps = _steps(config)
     report = CleaningReport(split.name, str(split.path) if split.path else None, len(split))
-    kept = []
+    kept_examples = []
 
     for row, example in enumerate(split.examples):
         row_id = example.line or row
@@ -138,12 +144,12 @@ def clean_split(split: Split, config: CleaningConfig = CleaningConfig()) -> tupl
             if config.drop_empty:
                 report.dropped_rows.append(row_id)
                 continue
-        kept.append(dataclasses.replace(example, text=text, text_pair=text_pair))
+        kept_examples.append(dataclasses.replace(example, text=text, text_pair=text_pair))
 
-    report.rows_out = len(kept)
+    report.rows_out = len(kept_examples)
     if report.changed_rows or report.empty_rows:
         logging.info("Cleaning %s", report.summary())
-    return split.replace_examples(kept), report
+    return split.replace_examples(kept_examples), report
 
 
 def clean_texts(

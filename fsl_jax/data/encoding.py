@@ -62,7 +62,9 @@ class EncodedDataset:
         for key in (*TOKEN_KEYS, "lengths", "labels", "soft_labels"):
             value = getattr(self, key)
             if value is not None and len(value) != rows:
-                raise ValueError(f"EncodedDataset {self.name!r}: {key} has {len(value)} rows, input_ids has {rows}.")
+                raise ValueError(
+                    f"EncodedDataset {self.name!r}: {key} has {len(value)} rows, input_ids has {rows}."
+                )
 
     def __len__(self) -> int:
         return len(self.input_ids)

@@ -90,12 +90,18 @@ def sample_kshot(
     """
     dev_k = k if dev_k is None else dev_k
     if k < 1 or dev_k < 0:
-        raise ValueError(f"Invalid k={k}, dev_k={dev_k}: k must be at least 1 and dev_k at least 0.")
-    label_vocab = label_vocab or LabelVocab.from_labels(label for label in pool.labels if label is not None)
+        raise ValueError(
+            f"Invalid k={k}, dev_k={dev_k}: k must be at least 1 and dev_k at least 0."
+        )
+    label_vocab = label_vocab or LabelVocab.from_labels(
+        label for label in pool.labels if label is not None
+    )
     classes = label_vocab.encode(pool)
 
     rows = np.array(_distinct_rows(pool) if deduplicate else range(len(pool)), dtype=np.int64)
-    rows_by_class = {name: rows[classes[rows] == index] for index, name in enumerate(label_vocab.names)}
+    rows_by_class = {
+        name: rows[classes[rows] == index] for index, name in enumerate(label_vocab.names)
+    }
     pool_counts = {name: len(members) for name, members in rows_by_class.items()}
     short_classes = [name for name, count in pool_counts.items() if count < k + dev_k]
     if short_classes and not allow_fewer:
@@ -126,8 +132,12 @@ def sample_kshot(
         pool_rows=len(pool),
         duplicates_removed=len(pool) - len(rows),
         pool_counts=pool_counts,
-        train_counts={name: int((classes[train_rows] == i).sum()) for i, name in enumerate(label_vocab.names)},
-        dev_counts={name: int((classes[dev_rows] == i).sum()) for i, name in enumerate(label_vocab.names)},
+        train_counts={
+            name: int((classes[train_rows] == i).sum()) for i, name in enumerate(label_vocab.names)
+        },
+        dev_counts={
+            name: int((classes[dev_rows] == i).sum()) for i, name in enumerate(label_vocab.names)
+        },
         short_classes=short_classes,
     )
     if short_classes:
@@ -138,7 +148,11 @@ def sample_kshot(
 
 
 def _row_values(example, file_format: FileFormat) -> dict[str, str | None]:
-    values = {"text_field": example.text, "text_pair_field": example.text_pair, "label_field": example.label}
+    values = {
+        "text_field": example.text,
+        "text_pair_field": example.text_pair,
+        "label_field": example.label,
+    }
     return {option: values[option] for option, _ in file_format.named_fields()}
 
 
@@ -149,7 +163,9 @@ def _column_order(file_format: FileFormat) -> list[str]:
         return [option for option, _ in fields]
     ordered = sorted(fields, key=lambda item: item[1])
     if [index for _, index in ordered] != list(range(len(fields))):
-        raise ValueError(f"Cannot write columns {dict(fields)}: headerless columns must be 0 to {len(fields) - 1}.")
+        raise ValueError(
+            f"Cannot write columns {dict(fields)}: headerless columns must be 0 to {len(fields) - 1}."
+        )
     return [option for option, _ in ordered]
 
 
@@ -194,7 +210,9 @@ def format_split(split: Split, file_format: FileFormat = LMBFF_TSV) -> str:
 
 def _check_labeled(split: Split, example, values: dict) -> None:
     if "label_field" in values and values["label_field"] is None:
-        raise DataError(f"{split.location(example)}: row has no label, but the file format has a label column.")
+        raise DataError(
+            f"{split.location(example)}: row has no label, but the file format has a label column."
+        )
 
 
 def write_split(split: Split, path: str | os.PathLike, file_format: FileFormat = LMBFF_TSV) -> Path:
@@ -222,6 +240,8 @@ def write_lmbff_kshot(
     write_split(sample.dev, folder / f"dev{file_format.suffix}", file_format)
     if test is not None:
         write_split(test, folder / f"test{file_format.suffix}", file_format)
-    (folder / "sampling_report.json").write_text(sample.report.to_json(indent=1) + "\n", encoding="utf-8")
+    (folder / "sampling_report.json").write_text(
+        sample.report.to_json(indent=1) + "\n", encoding="utf-8"
+    )
     logging.info("Wrote K-shot splits to %s", folder)
     return folder

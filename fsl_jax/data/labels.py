@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -94,7 +94,9 @@ def build_label_vocab(
         raise DataError(f"Cannot build a label vocabulary: split {train.name!r} has no examples.")
     unlabeled = [example for example in train.examples if example.label is None]
     if unlabeled:
-        raise DataError(f"Cannot build a label vocabulary: {train.location(unlabeled[0])} has no label.")
+        raise DataError(
+            f"Cannot build a label vocabulary: {train.location(unlabeled[0])} has no label."
+        )
     train_labels = set(train.labels)
 
     if label_names is None:

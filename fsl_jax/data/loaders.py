@@ -6,8 +6,9 @@ import csv
 import io
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from absl import logging
 
@@ -43,7 +44,9 @@ def _decode(path: Path, raw: bytes, errors: str) -> tuple[str, list[int]]:
             line_bytes.decode("utf-8")
         except UnicodeDecodeError:
             bad_lines.append(number)
-    logging.warning("%s: replaced invalid UTF-8 on %d lines: %s", path, len(bad_lines), bad_lines[:20])
+    logging.warning(
+        "%s: replaced invalid UTF-8 on %d lines: %s", path, len(bad_lines), bad_lines[:20]
+    )
     return raw.decode("utf-8-sig", errors="replace"), bad_lines
 
 
@@ -61,7 +64,9 @@ def _read_text(path: Path, errors: str) -> tuple[str, list[int]]:
 def _column_index(path: Path, header: list[str], option: str, field: Field) -> int:
     names = [name.strip() for name in header]
     if field not in names:
-        raise DataError(f"{path}: column {field!r} ({option}) not found; the header has columns {names}.")
+        raise DataError(
+            f"{path}: column {field!r} ({option}) not found; the header has columns {names}."
+        )
     return names.index(field)
 
 
@@ -78,7 +83,9 @@ def _delimited_rows(text: str, kind: str) -> Iterator[tuple[int, list[str]]]:
         previous_line = reader.line_num
 
 
-def _parse_delimited(path: Path, text: str, file_format: FileFormat, report: LoadReport) -> list[Example]:
+def _parse_delimited(
+    path: Path, text: str, file_format: FileFormat, report: LoadReport
+) -> list[Example]:
     rows = _delimited_rows(text, file_format.kind)
     columns: dict[str, int] = {}
     width = None
@@ -109,11 +116,15 @@ def _parse_delimited(path: Path, text: str, file_format: FileFormat, report: Loa
                 f"{'header' if file_format.header else 'first row'}. A {file_format.kind} "
                 "text containing the delimiter must be quoted (CSV) or cleaned (TSV)."
             )
-        examples.append(_make_example(path, line, {option: cells[i] for option, i in columns.items()}))
+        examples.append(
+            _make_example(path, line, {option: cells[i] for option, i in columns.items()})
+        )
     return examples
 
 
-def _parse_jsonl(path: Path, text: str, file_format: FileFormat, report: LoadReport) -> list[Example]:
+def _parse_jsonl(
+    path: Path, text: str, file_format: FileFormat, report: LoadReport
+) -> list[Example]:
     examples = []
     for line, content in enumerate(text.splitlines(), start=1):
         if not content.strip():
@@ -124,7 +135,9 @@ def _parse_jsonl(path: Path, text: str, file_format: FileFormat, report: LoadRep
         except json.JSONDecodeError as error:
             raise DataError(f"{path} line {line}: invalid JSON ({error.msg}).") from error
         if not isinstance(record, dict):
-            raise DataError(f"{path} line {line}: expected a JSON object, got {type(record).__name__}.")
+            raise DataError(
+                f"{path} line {line}: expected a JSON object, got {type(record).__name__}."
+            )
 
         values = {}
         for option, key in file_format.named_fields():
@@ -217,7 +230,9 @@ def load_lmbff_kshot(
 
     splits = {}
     for split_name in SPLIT_NAMES:
-        candidates = [folder / f"{split_name}{suffix}" for suffix in (".tsv", ".csv", ".json", ".jsonl")]
+        candidates = [
+            folder / f"{split_name}{suffix}" for suffix in (".tsv", ".csv", ".json", ".jsonl")
+        ]
         found = [path for path in candidates if path.is_file()]
         if not found:
             raise FileNotFoundError(f"No {split_name}.tsv or {split_name}.csv found in {folder}.")

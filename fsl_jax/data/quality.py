@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from absl import logging
 
@@ -71,7 +71,11 @@ def find_duplicates(split: Split, config: CleaningConfig = MATCH_CONFIG) -> Dupl
         groups[match_key(example, config)].append((row, example))
 
     repeated = [
-        DuplicateGroup(key[0], [_row_id(example, row) for row, example in members], [example.label for _, example in members])
+        DuplicateGroup(
+            key[0],
+            [_row_id(example, row) for row, example in members],
+            [example.label for _, example in members],
+        )
         for key, members in groups.items()
         if len(members) > 1
     ]
@@ -112,7 +116,9 @@ class OverlapReport(Report):
         )
 
 
-def find_overlaps(split: Split, reference: Split, config: CleaningConfig = MATCH_CONFIG) -> OverlapReport:
+def find_overlaps(
+    split: Split, reference: Split, config: CleaningConfig = MATCH_CONFIG
+) -> OverlapReport:
     """Find the rows of `split` that also occur in `reference` after normalisation."""
     reference_rows: dict[tuple, list[int]] = collections.defaultdict(list)
     for row, example in enumerate(reference.examples):
@@ -146,12 +152,16 @@ def remove_overlaps(
     sentences do not leak into training.
     """
     reports = [find_overlaps(split, reference, config) for reference in references]
-    banned = {match_key(example, config) for reference in references for example in reference.examples}
-    kept = [example for example in split.examples if match_key(example, config) not in banned]
+    banned = {
+        match_key(example, config) for reference in references for example in reference.examples
+    }
+    kept_examples = [
+        example for example in split.examples if match_key(example, config) not in banned
+    ]
     for report in reports:
         if report.overlapping_rows:
             logging.warning("Removing overlap: %s", report.summary())
-    return split.replace_examples(kept), reports
+    return split.replace_examples(kept_examples), reports
 
 
 @dataclasses.dataclass
@@ -168,7 +178,9 @@ class AuditReport(Report):
 
 
 def audit_splits(
-    splits: Mapping[str, Split], evaluation_split: str = "test", config: CleaningConfig = MATCH_CONFIG
+    splits: Mapping[str, Split],
+    evaluation_split: str = "test",
+    config: CleaningConfig = MATCH_CONFIG,
 ) -> AuditReport:
     """Report duplicates inside every split and exact overlaps of the others with `evaluation_split`."""
     duplicates = {name: find_duplicates(split, config) for name, split in splits.items()}

@@ -41,7 +41,9 @@ class TaskSpec:
     def uses_k(self) -> bool:
         return any("{k}" in template for template in self.split_files.values())
 
-    def split_paths(self, data_dir: Path, k: int | None = None, seed: int | None = None) -> dict[str, Path]:
+    def split_paths(
+        self, data_dir: Path, k: int | None = None, seed: int | None = None
+    ) -> dict[str, Path]:
         """Return the file of each split for one K and seed.
 
         Raises:
@@ -58,18 +60,23 @@ class TaskSpec:
         if self.seeds and seed is None:
             raise ValueError(f"Task {self.name!r} needs a seed, one of {self.seeds}.")
         return {
-            split: data_dir / template.format(k=k, seed=seed) for split, template in self.split_files.items()
+            split: data_dir / template.format(k=k, seed=seed)
+            for split, template in self.split_files.items()
         }
 
 
-def _lmbff(name: str, folder: str, description: str, file_format: FileFormat, num_labels: int) -> TaskSpec:
+def _lmbff(
+    name: str, folder: str, description: str, file_format: FileFormat, num_labels: int
+) -> TaskSpec:
     suffix = file_format.suffix
     return TaskSpec(
         name=name,
         description=description,
         file_format=file_format,
         label_names=tuple(str(label) for label in range(num_labels)),
-        split_files={split: f"{folder}/k-shot/{{k}}-{{seed}}/{split}{suffix}" for split in SPLIT_NAMES},
+        split_files={
+            split: f"{folder}/k-shot/{{k}}-{{seed}}/{split}{suffix}" for split in SPLIT_NAMES
+        },
         seeds=LMBFF_SEEDS,
         default_k=16,
     )
@@ -77,9 +84,15 @@ def _lmbff(name: str, folder: str, description: str, file_format: FileFormat, nu
 
 TASKS: dict[str, TaskSpec] = {
     "sst2": _lmbff("sst2", "SST-2", "SST-2 binary sentiment, LM-BFF 16-shot splits", LMBFF_TSV, 2),
-    "sst5": _lmbff("sst5", "sst-5", "SST-5 five-way sentiment, LM-BFF 16-shot splits", LMBFF_CSV, 5),
-    "trec": _lmbff("trec", "trec", "TREC six-way question type, LM-BFF 16-shot splits", LMBFF_CSV, 6),
-    "cr": _lmbff("cr", "cr", "CR binary customer-review sentiment, LM-BFF 16-shot splits", LMBFF_CSV, 2),
+    "sst5": _lmbff(
+        "sst5", "sst-5", "SST-5 five-way sentiment, LM-BFF 16-shot splits", LMBFF_CSV, 5
+    ),
+    "trec": _lmbff(
+        "trec", "trec", "TREC six-way question type, LM-BFF 16-shot splits", LMBFF_CSV, 6
+    ),
+    "cr": _lmbff(
+        "cr", "cr", "CR binary customer-review sentiment, LM-BFF 16-shot splits", LMBFF_CSV, 2
+    ),
     "sst2_glue": TaskSpec(
         name="sst2_glue",
         description="Full GLUE SST-2: train pool, dev (872 rows) and labelled test",
@@ -105,8 +118,14 @@ TASKS: dict[str, TaskSpec] = {
             "test": "fewclue_eprstmt/test_public.json",
         },
         seeds=(0, 1, 2, 3, 4),
-        pool_files={"train": "fewclue_eprstmt/train_few_all.json", "dev": "fewclue_eprstmt/dev_few_all.json"},
-        unlabeled_files={"unlabeled": "fewclue_eprstmt/unlabeled.json", "test": "fewclue_eprstmt/test.json"},
+        pool_files={
+            "train": "fewclue_eprstmt/train_few_all.json",
+            "dev": "fewclue_eprstmt/dev_few_all.json",
+        },
+        unlabeled_files={
+            "unlabeled": "fewclue_eprstmt/unlabeled.json",
+            "test": "fewclue_eprstmt/test.json",
+        },
     ),
 }
 
@@ -122,12 +141,15 @@ def _data_dir(data_dir: str | os.PathLike | None) -> Path:
 
 
 def load_task(
-    name: str, seed: int | None = None, k: int | None = None, data_dir: str | os.PathLike | None = None
+    name: str,
+    seed: int | None = None,
+    k: int | None = None,
+    data_dir: str | os.PathLike | None = None,
 ) -> tuple[dict[str, Split], LabelVocab]:
     """Load the train, dev and test splits of a registered task, and its label vocabulary.
 
-    The vocabulary is the task's label names in registry order; a label outside them,
-    or a dev/test label that train lacks, raises DataError naming the label and file.
+    The vocabulary is the task's label names in registry order. A label outside them,
+    or a dev or test label that train lacks, raises DataError naming the label and file.
     """
     spec = get_task(name)
     paths = spec.split_paths(_data_dir(data_dir), k, seed)
@@ -137,19 +159,27 @@ def load_task(
     return splits, vocab
 
 
-def load_task_pool(name: str, pool: str = "train", data_dir: str | os.PathLike | None = None) -> Split:
+def load_task_pool(
+    name: str, pool: str = "train", data_dir: str | os.PathLike | None = None
+) -> Split:
     """Load a labelled pool of a task (such as GLUE SST-2 train_full) for sample_kshot."""
     spec = get_task(name)
     if pool not in spec.pool_files:
-        raise KeyError(f"Task {name!r} has no pool {pool!r}; its pools are {sorted(spec.pool_files)}.")
+        raise KeyError(
+            f"Task {name!r} has no pool {pool!r}; its pools are {sorted(spec.pool_files)}."
+        )
     return load_split(_data_dir(data_dir) / spec.pool_files[pool], spec.file_format, pool)
 
 
-def load_task_unlabeled(name: str, which: str, data_dir: str | os.PathLike | None = None) -> Split:
+def load_task_unlabeled(
+    name: str, file_key: str, data_dir: str | os.PathLike | None = None
+) -> Split:
     """Load a text-only file of a task, such as EPRSTMT's unlabeled.json transfer set."""
     spec = get_task(name)
-    if which not in spec.unlabeled_files:
+    if file_key not in spec.unlabeled_files:
         raise KeyError(
-            f"Task {name!r} has no unlabelled file {which!r}; it has {sorted(spec.unlabeled_files)}."
+            f"Task {name!r} has no unlabelled file {file_key!r}; it has {sorted(spec.unlabeled_files)}."
         )
-    return load_unlabeled(_data_dir(data_dir) / spec.unlabeled_files[which], spec.file_format, which)
+    return load_unlabeled(
+        _data_dir(data_dir) / spec.unlabeled_files[file_key], spec.file_format, file_key
+    )

@@ -30,10 +30,14 @@ def _as_text(value, name: str, field: str, row: int) -> str:
         try:
             return value.decode("utf-8")
         except UnicodeDecodeError as error:
-            raise DataError(f"TFDS {name} row {row}: field {field!r} is not valid UTF-8.") from error
+            raise DataError(
+                f"TFDS {name} row {row}: field {field!r} is not valid UTF-8."
+            ) from error
     if isinstance(value, str):
         return value
-    raise DataError(f"TFDS {name} row {row}: field {field!r} is {type(value).__name__}, expected text.")
+    raise DataError(
+        f"TFDS {name} row {row}: field {field!r} is {type(value).__name__}, expected text."
+    )
 
 
 def load_tfds_split(
@@ -60,7 +64,9 @@ def load_tfds_split(
     """
     tfds = _import_tfds()
     try:
-        source = tfds.data_source(name, split=split, data_dir=os.fspath(data_dir) if data_dir else None, download=download)
+        source = tfds.data_source(
+            name, split=split, data_dir=os.fspath(data_dir) if data_dir else None, download=download
+        )
     except tfds.core.registered.DatasetNotFoundError as error:
         raise DataError(
             f"TFDS dataset {name!r} is not registered. Some builders, such as glue, are only "
@@ -71,7 +77,9 @@ def load_tfds_split(
     fields = [field for field in (text_field, text_pair_field, label_field) if field is not None]
     for field in fields:
         if field not in features:
-            raise KeyError(f"TFDS {name}: feature {field!r} not found; features are {sorted(features.keys())}.")
+            raise KeyError(
+                f"TFDS {name}: feature {field!r} not found; features are {sorted(features.keys())}."
+            )
 
     label_names = None
     if label_field is not None:
@@ -82,11 +90,17 @@ def load_tfds_split(
     for row in range(len(source)):
         record = source[row]
         text = _as_text(record[text_field], dataset_name, text_field, row)
-        pair = _as_text(record[text_pair_field], dataset_name, text_pair_field, row) if text_pair_field else None
+        pair = (
+            _as_text(record[text_pair_field], dataset_name, text_pair_field, row)
+            if text_pair_field
+            else None
+        )
         label = None
         if label_field is not None:
             value = record[label_field]
-            label = label_names[int(value)] if label_names else _label_text(value, dataset_name, row)
+            label = (
+                label_names[int(value)] if label_names else _label_text(value, dataset_name, row)
+            )
         examples.append(Example(text, pair, label, row + 1))
 
     vocab = LabelVocab(tuple(label_names)) if label_names else None

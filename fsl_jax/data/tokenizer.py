@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import tokenizers
@@ -44,7 +44,9 @@ def _load_backend(model_dir: Path) -> tokenizers.Tokenizer:
 
     hf_tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     if not getattr(hf_tokenizer, "is_fast", False):
-        raise ValueError(f"{model_dir}: transformers returned a slow tokenizer; a fast one is required.")
+        raise ValueError(
+            f"{model_dir}: transformers returned a slow tokenizer; a fast one is required."
+        )
     return tokenizers.Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())
 
 
@@ -92,7 +94,10 @@ class Tokenizer:
             raise FileNotFoundError(f"Tokenizer directory not found: {model_dir}")
         backend = _load_backend(model_dir)
 
-        config = {**_read_json(model_dir / "special_tokens_map.json"), **_read_json(model_dir / "tokenizer_config.json")}
+        config = {
+            **_read_json(model_dir / "special_tokens_map.json"),
+            **_read_json(model_dir / "tokenizer_config.json"),
+        }
         special = {}
         for key, candidates in _SPECIAL_TOKEN_CANDIDATES.items():
             named = _token_text(config.get(key))
@@ -110,7 +115,11 @@ class Tokenizer:
         return self.backend.get_vocab_size()
 
     def num_special_tokens(self, is_pair: bool) -> int:
-        return self.backend.post_processor.num_special_tokens_to_add(is_pair) if self.backend.post_processor else 0
+        return (
+            self.backend.post_processor.num_special_tokens_to_add(is_pair)
+            if self.backend.post_processor
+            else 0
+        )
 
     def encode(
         self,
@@ -127,16 +136,18 @@ class Tokenizer:
         `pairs` encodes that row as a single sentence.
 
         Returns:
-          int32 arrays `input_ids`, `attention_mask`, `token_type_ids` of shape [N, W],
-          where W is `max_length`, or the longest row when `pad_to_max_length` is False;
-          plus `length` [N] (real tokens per row) and `truncated` [N] (1 where tokens
-          were cut).
+          int32 arrays `input_ids`, `attention_mask` and `token_type_ids` of shape
+          [N, W]. W is `max_length`, or the longest row when `pad_to_max_length` is
+          False. Two more int32 [N] arrays: `length` (real tokens per row) and
+          `truncated` (1 where tokens were cut).
         """
         texts = list(texts)
         self._check_inputs(texts, pairs, max_length)
-        inputs = texts if pairs is None else [
-            text if pair is None else (text, pair) for text, pair in zip(texts, pairs)
-        ]
+        inputs = (
+            texts
+            if pairs is None
+            else [text if pair is None else (text, pair) for text, pair in zip(texts, pairs)]
+        )
 
         self.backend.enable_truncation(max_length, strategy="longest_first")
         try:
@@ -157,7 +168,9 @@ class Tokenizer:
             arrays["attention_mask"][row, :size] = 1
             arrays["token_type_ids"][row, :size] = encoding.type_ids
         arrays["length"] = lengths
-        arrays["truncated"] = np.array([bool(encoding.overflowing) for encoding in encodings], dtype=np.int32)
+        arrays["truncated"] = np.array(
+            [bool(encoding.overflowing) for encoding in encodings], dtype=np.int32
+        )
         return arrays
 
     def _check_inputs(self, texts: list, pairs, max_length: int) -> None:
@@ -169,11 +182,15 @@ class Tokenizer:
                 raise ValueError(f"Got {len(texts)} texts but {len(pairs)} pairs; they must match.")
             for row, pair in enumerate(pairs):
                 if pair is not None and not isinstance(pair, str):
-                    raise TypeError(f"pairs[{row}] must be a str or None, got {type(pair).__name__}.")
+                    raise TypeError(
+                        f"pairs[{row}] must be a str or None, got {type(pair).__name__}."
+                    )
 
         minimum = self.num_special_tokens(is_pair=pairs is not None) + 1
         if max_length < minimum:
-            raise ValueError(f"max_length={max_length} is too small: it must be at least {minimum}.")
+            raise ValueError(
+                f"max_length={max_length} is too small: it must be at least {minimum}."
+            )
         if self.model_max_length is not None and max_length > self.model_max_length:
             raise ValueError(
                 f"max_length={max_length} exceeds the model's maximum of {self.model_max_length} tokens."
