@@ -1,7 +1,7 @@
 """Masked means over real examples and real tokens, shared by the loss terms.
 
-Masked positions are excluded with `jnp.where`, so a NaN or inf in a padding
-position cannot reach the loss.
+Masked positions are excluded with `jnp.where` rather than multiplied by 0, so
+an inf or NaN in a padding position does not reach the loss value.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Config schema (an ml_collections ConfigDict or a plain mapping)::
       "ce": {"weight": 0.5},
       "hidden_mse": {"weight": {"schedule": "linear_warmup", "value": 1.0, "steps": 500},
                      "layer_map": "last_k", "last_k": 4},
-      # A second entry for the same function, told apart by "term":
+      # A second entry that runs the "hidden_mse" function under its own name:
       "hidden_mse_early": {"term": "hidden_mse", "weight": 0.1,
                            "layer_map": [(1, 3), (2, 6)]},
   }
@@ -142,7 +142,7 @@ def _to_plain(value: Any) -> Any:
 
 
 def _build_term(name: str, entry: Any, path: str) -> ActiveTerm | None:
-    """Validate one entry of `terms`; return None when its weight is a constant 0."""
+    """Validate one entry of `terms`, returning None when its weight is a constant 0."""
     entry_path = f"{path}.terms.{name}"
     if not isinstance(entry, Mapping):
         raise TypeError(
@@ -198,7 +198,7 @@ def build_objective(config: Any, path: str = "distill") -> DistillationObjective
     terms_config = config.get("terms")
     if not isinstance(terms_config, Mapping) or not terms_config:
         raise ValueError(
-            f"{path}.terms must map term names to {{'weight': ..., options}}; got "
+            f"{path}.terms must map term names to {{'weight': ..., options}}, got "
             f"{terms_config!r}. Known terms: {sorted(LOSS_TERMS)}."
         )
 

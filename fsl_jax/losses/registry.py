@@ -19,7 +19,8 @@ class TermSpec:
     """A registered loss term and what the objective needs to call it.
 
     Attributes:
-        name: the key of the term under `distill.terms` in the config.
+        name: the registered name, which is a config key under `distill.terms` or
+          the `term` value of an entry.
         fn: `fn(student_outputs, teacher_outputs, batch, **options) -> scalar`.
         requires: optional model outputs the term reads, a subset of OPTIONAL_OUTPUTS.
         uses_teacher: False for terms that read only the student and the batch.

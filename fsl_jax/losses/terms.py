@@ -40,7 +40,7 @@ def _float32(x: jax.Array) -> jax.Array:
 
 
 def _output(outputs: Outputs | None, key: str, term: str, role: str) -> Any:
-    """Return outputs[key], or raise an error that says how to produce it."""
+    """Return outputs[key], or raise an error that names the model flag producing it."""
     if outputs is None:
         raise ValueError(f"Loss term {term!r} needs the {role} outputs, but they are None.")
     if key not in outputs or outputs[key] is None:
@@ -52,11 +52,11 @@ def _output(outputs: Outputs | None, key: str, term: str, role: str) -> Any:
     return outputs[key]
 
 
-def _check_same_shape(term: str, what: str, student: jax.Array, teacher: jax.Array) -> None:
+def _check_same_shape(term: str, quantity: str, student: jax.Array, teacher: jax.Array) -> None:
     if student.shape != teacher.shape:
         raise ValueError(
-            f"Loss term {term!r}: student {what} has shape {student.shape} but teacher "
-            f"{what} has shape {teacher.shape}."
+            f"Loss term {term!r}: student {quantity} has shape {student.shape} but teacher "
+            f"{quantity} has shape {teacher.shape}."
         )
 
 
