@@ -32,7 +32,7 @@ def variants():
 
 
 def write_run(workdir, runs, model="student"):
-    """Write results.json and predictions the way the training job does."""
+    """Write results.json and predictions for one variant with the public writers."""
     per_seed = {}
     for seed, (predictions, labels) in runs.items():
         outputs.write_predictions(workdir, model, seed, predictions, labels)
