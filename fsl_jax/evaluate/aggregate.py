@@ -205,10 +205,16 @@ def _summarize_model(
     runs = {int(seed): metrics for seed, metrics in runs.items()}
     missing = [seed for seed in seeds if seed not in runs]
     if missing:
-        raise ValueError(f"Model {model!r} has no results for seeds {missing}.")
+        raise ValueError(
+            f"Model {model!r} has no results for seeds {missing}. Run those seeds, or "
+            "leave them out of `seeds`."
+        )
     extra = sorted(set(runs) - set(seeds))
     if extra:
-        raise ValueError(f"Model {model!r} has results for seeds {extra}, which are not in {seeds}.")
+        raise ValueError(
+            f"Model {model!r} has results for seeds {extra}, which are not in {seeds}. "
+            "Add them to `seeds` or drop their results."
+        )
 
     metric_names = list(runs[seeds[0]])
     if not metric_names:
