@@ -42,7 +42,9 @@ def make_batch(lengths, max_length=16, pair_at=None, seed=0):
         "token_type_ids": np.zeros_like(input_ids),
         "labels": np.arange(batch_size, dtype=np.int32) % 2,
         "example_mask": (np.asarray(lengths) > 0).astype(np.float32),
-        "example_index": np.where(np.asarray(lengths) > 0, np.arange(batch_size), -1).astype(np.int32),
+        "example_index": np.where(np.asarray(lengths) > 0, np.arange(batch_size), -1).astype(
+            np.int32
+        ),
     }
 
 
@@ -102,7 +104,9 @@ def test_random_tokens_cover_vocab_without_special():
         "attention_mask": np.ones((64, 32), np.int32),
     }
     cutoff = jax.jit(
-        functools.partial(token_cutoff, mode="random", vocab_size=small_vocab, special_token_ids=(0, 3, 7))
+        functools.partial(
+            token_cutoff, mode="random", vocab_size=small_vocab, special_token_ids=(0, 3, 7)
+        )
     )
     ids = np.asarray(cutoff(batch, jax.random.key(0), 1.0).batch["input_ids"])
     assert set(np.unique(ids).tolist()) == {1, 2, 4, 5, 6}
@@ -189,9 +193,9 @@ def test_span_cutoff_skips_middle_sep():
 def test_span_cutoff_traced_ratio():
     batch = make_batch([16] * 2)
     cutoff = jax.jit(
-        lambda batch, key, ratio: span_cutoff(
-            batch, key, ratio, "mask", MASK, special_token_ids=SPECIAL
-        ).cut_mask
+        lambda batch, key, ratio: (
+            span_cutoff(batch, key, ratio, "mask", MASK, special_token_ids=SPECIAL).cut_mask
+        )
     )
     assert np.asarray(cutoff(batch, jax.random.key(0), jnp.float32(0.5))).sum() == 14
     assert np.asarray(cutoff(batch, jax.random.key(0), jnp.float32(0.0))).sum() == 0
@@ -244,7 +248,9 @@ def test_mixup_interpolates_embeddings_and_labels():
     embeddings = embed(batch)
     labels = jax.nn.one_hot(batch["labels"], 2)
     run = jax.jit(mixup, static_argnums=(4,))
-    result = run(embeddings, batch["attention_mask"], labels, jax.random.key(3), 0.4, batch["example_mask"])
+    result = run(
+        embeddings, batch["attention_mask"], labels, jax.random.key(3), 0.4, batch["example_mask"]
+    )
 
     permutation = np.asarray(result.permutation)
     lam = np.asarray(result.lam)
@@ -260,7 +266,9 @@ def test_mixup_interpolates_embeddings_and_labels():
     expected = np.where(union[..., None] > 0, expected, source)
     np.testing.assert_allclose(result.embeddings, expected, rtol=1e-6, atol=1e-6)
 
-    expected_labels = lam[:, None] * np.asarray(labels) + (1 - lam[:, None]) * np.asarray(labels)[permutation]
+    expected_labels = (
+        lam[:, None] * np.asarray(labels) + (1 - lam[:, None]) * np.asarray(labels)[permutation]
+    )
     np.testing.assert_allclose(result.labels, expected_labels, rtol=1e-6)
     np.testing.assert_allclose(np.asarray(result.labels).sum(axis=1), 1.0, rtol=1e-6)
 
@@ -269,9 +277,13 @@ def test_mixup_leaves_padding_untouched():
     batch = make_batch([16, 8, 4, 6, 0, 12])
     embeddings = embed(batch)
     labels = jax.nn.one_hot(batch["labels"], 2)
-    result = mixup(embeddings, batch["attention_mask"], labels, jax.random.key(1), 1.0, batch["example_mask"])
+    result = mixup(
+        embeddings, batch["attention_mask"], labels, jax.random.key(1), 1.0, batch["example_mask"]
+    )
     both_padding = np.asarray(result.attention_mask) == 0
-    np.testing.assert_array_equal(np.asarray(result.embeddings)[both_padding], np.asarray(embeddings)[both_padding])
+    np.testing.assert_array_equal(
+        np.asarray(result.embeddings)[both_padding], np.asarray(embeddings)[both_padding]
+    )
     # The padding row (index 4) is neither changed nor used as a partner.
     np.testing.assert_array_equal(result.embeddings[4], embeddings[4])
     assert 4 not in np.asarray(result.permutation)[np.asarray(batch["example_mask"]) > 0]
@@ -290,7 +302,9 @@ def test_teacher_sees_same_mixed_inputs():
     np.testing.assert_array_equal(teacher_mask, result.attention_mask)
     # The same pairs and weights: mixing one-hot "embeddings" of row ids recovers lam and partner.
     row_ids = jax.nn.one_hot(jnp.broadcast_to(jnp.arange(4)[:, None], (4, 16)), 4)
-    mixed_ids, _ = mix_embeddings(row_ids, jnp.ones((4, 16), jnp.int32), result.permutation, result.lam)
+    mixed_ids, _ = mix_embeddings(
+        row_ids, jnp.ones((4, 16), jnp.int32), result.permutation, result.lam
+    )
     lam = np.asarray(result.lam)
     for row in range(4):
         partner = int(result.permutation[row])

@@ -22,8 +22,7 @@ EDGE_TEXTS = ["", " ", "!!!", "123", "很好用", " \t\n  "]
 UNCHANGEABLE_TEXTS = ["", " ", "!!!", "123", " \t\n  "]
 CJK_GAP = re.compile(r"(?=([^\s])\s+([^\s]))")
 TWENTY_WORDS = (
-    "the film opens with a quiet scene in a small town where an old teacher "
-    "waits for his only son"
+    "the film opens with a quiet scene in a small town where an old teacher waits for his only son"
 )
 
 
@@ -41,7 +40,9 @@ def english_synonyms():
 
 @pytest.fixture(scope="module")
 def chinese_synonyms():
-    return FileSynonyms({"很好": ["不错"], "快": ["迅速"], "耳机": ["耳麦"], "质量": ["品质"], "差": ["糟糕"]})
+    return FileSynonyms(
+        {"很好": ["不错"], "快": ["迅速"], "耳机": ["耳麦"], "质量": ["品质"], "差": ["糟糕"]}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,9 @@ def eprstmt_sentences(data_dir):
 def all_ops(english_synonyms):
     return {
         "random_swap": lambda text, key, strength, **kw: random_swap(text, key, strength, **kw),
-        "random_deletion": lambda text, key, strength, **kw: random_deletion(text, key, strength, **kw),
+        "random_deletion": lambda text, key, strength, **kw: random_deletion(
+            text, key, strength, **kw
+        ),
         "random_insertion": lambda text, key, strength, **kw: random_insertion(
             text, key, strength, synonyms=english_synonyms, **kw
         ),
@@ -131,7 +134,8 @@ def test_deletion_rate_on_twenty_words():
     words = TWENTY_WORDS.split()
     assert len(words) == 20
     kept_counts = [
-        len(random_deletion(TWENTY_WORDS, host_key(trial, 0, 0), 0.1).split()) for trial in range(1000)
+        len(random_deletion(TWENTY_WORDS, host_key(trial, 0, 0), 0.1).split())
+        for trial in range(1000)
     ]
     share_kept_14 = np.mean([count >= 14 for count in kept_counts])
     assert share_kept_14 >= 0.95
@@ -145,14 +149,21 @@ def test_not_survives_deletion_and_replacement(english_synonyms, text):
         deleted = random_deletion(text, host_key(seed, 0, 0), 1.0, protected_words=("not",))
         assert "not" in deleted.lower().split() or "not" in deleted.lower().rstrip(".").split()
         replaced = synonym_replacement(
-            text, host_key(seed, 0, 0), 1.0, synonyms=FileSynonyms({"not": ["hardly"]}), protected_words=("not",)
+            text,
+            host_key(seed, 0, 0),
+            1.0,
+            synonyms=FileSynonyms({"not": ["hardly"]}),
+            protected_words=("not",),
         )
         assert replaced == text
 
 
 def test_not_good_deletion_leaves_not():
     for seed in range(50):
-        assert random_deletion("not good", host_key(seed, 0, 0), 1.0, protected_words=("not",)) == "not"
+        assert (
+            random_deletion("not good", host_key(seed, 0, 0), 1.0, protected_words=("not",))
+            == "not"
+        )
 
 
 def test_default_negations_are_protected(english_synonyms):
@@ -200,7 +211,9 @@ def test_insertion_never_copies_protected_word():
 # Acceptance 3: Chinese character-level operations.
 
 
-@pytest.mark.parametrize("op_name", ["random_swap", "random_deletion", "random_insertion", "synonym_replacement"])
+@pytest.mark.parametrize(
+    "op_name", ["random_swap", "random_deletion", "random_insertion", "synonym_replacement"]
+)
 @pytest.mark.parametrize("strength", [0.05, 0.1, 0.3])
 def test_eprstmt_changes_without_cjk_spaces(eprstmt_sentences, chinese_synonyms, op_name, strength):
     ops = all_ops(chinese_synonyms)
@@ -217,7 +230,8 @@ def test_eprstmt_changes_without_cjk_spaces(eprstmt_sentences, chinese_synonyms,
 
 def test_eprstmt_synonym_replacement_changes_some(eprstmt_sentences, chinese_synonyms):
     changed = [
-        synonym_replacement(sentence, host_key(0, 0, index), 0.1, synonyms=chinese_synonyms) != sentence
+        synonym_replacement(sentence, host_key(0, 0, index), 0.1, synonyms=chinese_synonyms)
+        != sentence
         for index, sentence in enumerate(eprstmt_sentences)
     ]
     assert sum(changed) >= 5
@@ -239,13 +253,17 @@ def test_chinese_negation_is_protected():
 
 def test_chinese_phrase_protection():
     for seed in range(30):
-        output = random_deletion("质量没有问题", host_key(seed, 0, 0), 1.0, protected_words=("没有",))
+        output = random_deletion(
+            "质量没有问题", host_key(seed, 0, 0), 1.0, protected_words=("没有",)
+        )
         assert "没有" in output
 
 
 def test_space_between_cjk_kept_when_untouched():
     text = "话筒声小 插上耳机"
-    output = synonym_replacement(text, host_key(0, 0, 0), 0.1, synonyms=FileSynonyms({"耳机": ["耳麦"]}))
+    output = synonym_replacement(
+        text, host_key(0, 0, 0), 0.1, synonyms=FileSynonyms({"耳机": ["耳麦"]})
+    )
     assert output == "话筒声小 插上耳麦"
 
 
@@ -262,7 +280,9 @@ def test_korean_splits_on_spaces():
 # Determinism.
 
 
-@pytest.mark.parametrize("op_name", ["random_swap", "random_deletion", "random_insertion", "synonym_replacement"])
+@pytest.mark.parametrize(
+    "op_name", ["random_swap", "random_deletion", "random_insertion", "synonym_replacement"]
+)
 def test_same_key_same_output(english_synonyms, op_name):
     op = all_ops(english_synonyms)[op_name]
     text = "a good movie with fine acting and a good story about a movie star"
@@ -282,7 +302,10 @@ def test_host_key_rejects_negative():
 
 def test_synonym_keeps_case_and_punctuation():
     source = FileSynonyms({"good": ["fine"]})
-    assert synonym_replacement("Good, really GOOD!", host_key(0, 0, 0), 1.0, synonyms=source) == "Fine, really FINE!"
+    assert (
+        synonym_replacement("Good, really GOOD!", host_key(0, 0, 0), 1.0, synonyms=source)
+        == "Fine, really FINE!"
+    )
 
 
 def test_synonym_replacement_count():
@@ -359,7 +382,9 @@ def test_embedding_neighbours_found(embedding_synonyms):
 
 def test_embedding_replacement_keeps_not(embedding_synonyms):
     for seed in range(30):
-        output = synonym_replacement("not good", host_key(seed, 0, 0), 1.0, synonyms=embedding_synonyms)
+        output = synonym_replacement(
+            "not good", host_key(seed, 0, 0), 1.0, synonyms=embedding_synonyms
+        )
         assert output.split()[0] == "not"
         assert output.split()[1] in embedding_synonyms.synonyms("good")
 

@@ -2,15 +2,17 @@
 
 The functions are pure and traceable under `jax.jit`. `mode`, `mask_token_id`,
 `vocab_size`, `special_token_ids` and the mixup `alpha` must be static (Python
-values), while `rate`, `ratio` and the key may be traced. Every example draws from its own key, split from
-the step key, so a row's augmentation does not depend on which other rows share the
-batch. Cutoff edits only real tokens: padding (attention_mask == 0) and the ids in
-`special_token_ids` ([CLS], [SEP], [PAD] and the like) are never changed.
+values), while `rate`, `ratio` and the key may be traced. Every example draws from its
+own key, split from the step key, so a row's augmentation does not depend on which
+other rows share the batch. Cutoff edits only real tokens: padding positions
+(attention_mask == 0) and the ids in `special_token_ids` ([CLS], [SEP], [PAD] and the
+like) are never changed.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple, Sequence
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -62,19 +64,24 @@ def _check_cutoff_options(
     if mode not in CUTOFF_MODES:
         raise ValueError(f"Invalid cutoff mode {mode!r}; expected one of {CUTOFF_MODES}.")
     if mode == "mask" and mask_token_id is None:
-        raise ValueError("Cutoff mode 'mask' needs mask_token_id (103 for BERT uncased vocabularies).")
+        raise ValueError(
+            "Cutoff mode 'mask' needs mask_token_id (103 for BERT uncased vocabularies)."
+        )
     if mode == "random":
         if vocab_size is None:
             raise ValueError("Cutoff mode 'random' needs vocab_size.")
         if any(not 0 <= token_id < vocab_size for token_id in special_token_ids):
             raise ValueError(
-                f"special_token_ids {tuple(special_token_ids)} must lie in [0, vocab_size={vocab_size})."
+                f"special_token_ids {tuple(special_token_ids)} must lie in "
+                f"[0, vocab_size={vocab_size})."
             )
 
 
-def _random_tokens(key: jax.Array, shape: tuple[int, ...], vocab_size: int, excluded: Sequence[int]) -> jax.Array:
+def _random_tokens(
+    key: jax.Array, shape: tuple[int, ...], vocab_size: int, excluded: Sequence[int]
+) -> jax.Array:
     """Draw token ids uniformly from [0, vocab_size) without the excluded ids."""
-    excluded = sorted(set(int(token_id) for token_id in excluded))
+    excluded = sorted({int(token_id) for token_id in excluded})
     token_ids = jax.random.randint(key, shape, 0, vocab_size - len(excluded))
     # Shift past each excluded id in ascending order, which maps [0, V - k) onto the allowed ids.
     for token_id in excluded:
@@ -97,7 +104,9 @@ def _apply_cut(
     elif mode == "random":
         token_keys = jax.vmap(lambda row_key: jax.random.fold_in(row_key, 1))(row_keys)
         replacement = jax.vmap(
-            lambda row_key: _random_tokens(row_key, input_ids.shape[1:], vocab_size, special_token_ids)
+            lambda row_key: _random_tokens(
+                row_key, input_ids.shape[1:], vocab_size, special_token_ids
+            )
         )(token_keys)
         input_ids = jnp.where(cut, replacement.astype(input_ids.dtype), input_ids)
     embedding_scale = jnp.where(cut & (mode == "zero"), 0.0, 1.0).astype(jnp.float32)
@@ -192,8 +201,12 @@ def sample_mixup(
     scores = jnp.where(real, jax.random.uniform(order_key, (batch_size,)), 2.0 + rows)
     order = jnp.argsort(scores)
     real_count = real.sum()
-    next_position = jnp.where(rows < real_count, jnp.where(rows + 1 < real_count, rows + 1, 0), rows)
-    permutation = jnp.zeros((batch_size,), jnp.int32).at[order].set(order[next_position].astype(jnp.int32))
+    next_position = jnp.where(
+        rows < real_count, jnp.where(rows + 1 < real_count, rows + 1, 0), rows
+    )
+    permutation = (
+        jnp.zeros((batch_size,), jnp.int32).at[order].set(order[next_position].astype(jnp.int32))
+    )
 
     row_keys = jax.random.split(lam_key, batch_size)
     lam = jax.vmap(lambda row_key: jax.random.beta(row_key, alpha, alpha))(row_keys)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 from absl import logging
@@ -24,45 +25,50 @@ from fsl_jax.augment.units import (
 
 WORD_EMBEDDINGS_SUFFIX = "embeddings.word_embeddings.weight"
 
+
+def _word_set(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
 # Function words get no embedding neighbours, because their neighbours are other
 # function words ("the" -> "an", "of"), which break the sentence without adding variety.
-ENGLISH_STOPWORDS = frozenset(
+ENGLISH_STOPWORDS = _word_set(
     """
     a about above after again against all am an and any are as at be because been before
     being below between both but by can could did do does doing down during each few for
-    from further had has have having he her here hers herself him himself his how i if in
-    into is it its itself just me more most my myself of off on once only or other our ours
-    ourselves out over own same she should so some such than that the their theirs them
-    themselves then there these they this those through to too under until up very was we
-    were what when where which while who whom why will with would you your yours yourself
-    yourselves also may might must shall us
-    """.split()
+    from further had has have having he her here hers herself him himself his how i if
+    in into is it its itself just me more most my myself of off on once only or other
+    our ours ourselves out over own same she should so some such than that the their
+    theirs them themselves then there these they this those through to too under until
+    up very was we were what when where which while who whom why will with would you
+    your yours yourself yourselves also may might must shall us
+    """
 )
 
 # Word embeddings place antonyms close together (good/bad 0.53, love/hate 0.38 cosine in
 # all-MiniLM-L6-v2), so a neighbour with the opposite polarity is dropped.
-POSITIVE_WORDS = frozenset(
+POSITIVE_WORDS = _word_set(
     """
-    good great excellent nice fine best better wonderful terrific fantastic amazing awesome
-    brilliant superb outstanding perfect lovely beautiful gorgeous pleasant enjoyable
-    entertaining exciting interesting fun funny hilarious happy glad love loved loves loving
-    like liked likes enjoy enjoyed favorite favourite positive impressive remarkable
-    delightful charming clever smart satisfying satisfied recommend recommended masterpiece
-    success successful decent solid incredible tremendous engaging compelling touching
-    powerful right correct easy fresh stunning exquisite attractive thrilled pleased
-    intelligent witty charm worthy admirable
-    """.split()
+    good great excellent nice fine best better wonderful terrific fantastic amazing
+    awesome brilliant superb outstanding perfect lovely beautiful gorgeous pleasant
+    enjoyable entertaining exciting interesting fun funny hilarious happy glad love
+    loved loves loving like liked likes enjoy enjoyed favorite favourite positive
+    impressive remarkable delightful charming clever smart satisfying satisfied
+    recommend recommended masterpiece success successful decent solid incredible
+    tremendous engaging compelling touching powerful right correct easy fresh stunning
+    exquisite attractive thrilled pleased intelligent witty charm worthy admirable
+    """
 )
-NEGATIVE_WORDS = frozenset(
+NEGATIVE_WORDS = _word_set(
     """
-    bad worse worst terrible horrible awful dreadful poor mediocre boring dull bland tedious
-    stupid dumb ugly hideous annoying disappointing disappointed disappointment hate hated
-    hates hating hatred dislike disliked waste wasted weak sad unhappy negative failure fail
-    failed fails flawed mess messy pointless predictable lame silly painful unpleasant
-    horrific evil wrong hard difficult broken useless worthless pathetic ridiculous lousy
-    crap garbage trash unfunny boredom bored forgettable overrated sloppy mundane despised
-    miserable nasty gross inferior clumsy
-    """.split()
+    bad worse worst terrible horrible awful dreadful poor mediocre boring dull bland
+    tedious stupid dumb ugly hideous annoying disappointing disappointed disappointment
+    hate hated hates hating hatred dislike disliked waste wasted weak sad unhappy
+    negative failure fail failed fails flawed mess messy pointless predictable lame
+    silly painful unpleasant horrific evil wrong hard difficult broken useless worthless
+    pathetic ridiculous lousy crap garbage trash unfunny boredom bored forgettable
+    overrated sloppy mundane despised miserable nasty gross inferior clumsy
+    """
 )
 # Antonym pairs without a sentiment polarity of their own.
 ANTONYM_PAIRS = frozenset(
@@ -109,7 +115,24 @@ ANTONYM_PAIRS = frozenset(
 )
 _NEGATING_PREFIXES = ("un", "in", "im", "il", "ir", "dis", "non")
 # Longest first, so "ingly" is tried before "ly".
-_SUFFIXES = ("ingly", "edly", "ness", "ment", "ing", "est", "ion", "ity", "ful", "ed", "es", "er", "ly", "s", "e", "y")
+_SUFFIXES = (
+    "ingly",
+    "edly",
+    "ness",
+    "ment",
+    "ing",
+    "est",
+    "ion",
+    "ity",
+    "ful",
+    "ed",
+    "es",
+    "er",
+    "ly",
+    "s",
+    "e",
+    "y",
+)
 _VOCAB_WORD = re.compile(r"[a-z]+")
 
 
@@ -154,7 +177,7 @@ class FileSynonyms:
 
     @classmethod
     def from_tsv(cls, path: str | os.PathLike) -> FileSynonyms:
-        """Read a UTF-8 file of `word<TAB>syn1,syn2` lines; blank lines and `#` comments are skipped.
+        """Read a UTF-8 file of `word<TAB>syn1,syn2` lines, skipping blank and `#` lines.
 
         Raises:
           FileNotFoundError: `path` does not exist.
@@ -242,7 +265,7 @@ class EmbeddingSynonyms:
 
     @classmethod
     def from_checkpoint(cls, checkpoint_dir: str | os.PathLike, **options) -> EmbeddingSynonyms:
-        """Load `vocab.txt` and the word-embedding matrix from `model.safetensors` in a model directory.
+        """Load `vocab.txt` and the word embeddings in `model.safetensors` from a model directory.
 
         The tensor is the one whose name ends in "embeddings.word_embeddings.weight", as
         in BERT-family checkpoints with or without a "bert." prefix.
@@ -265,12 +288,14 @@ class EmbeddingSynonyms:
                 )
         vocab = vocab_path.read_text(encoding="utf-8").splitlines()
         with safe_open(str(weights_path), framework="np") as weights:
-            names = [name for name in weights.keys() if name.endswith(WORD_EMBEDDINGS_SUFFIX)]
+            # safe_open is not iterable, so the tensor names come from keys().
+            all_names = weights.keys()  # noqa: SIM118
+            names = [name for name in all_names if name.endswith(WORD_EMBEDDINGS_SUFFIX)]
             if not names:
                 raise FileNotFoundError(
                     f"{weights_path} has no tensor named '*{WORD_EMBEDDINGS_SUFFIX}'."
                 )
-            embeddings = weights.get_tensor(sorted(names, key=len)[0])
+            embeddings = weights.get_tensor(min(names, key=len))
         source = cls(vocab, embeddings, **options)
         logging.info(
             "Loaded embedding synonyms from %s: %d whole-word entries of %d",
@@ -309,9 +334,7 @@ class EmbeddingSynonyms:
             return False
         if _is_inflection(word, candidate) or _is_negated_form(word, candidate):
             return False
-        if self.exclude_antonyms and _are_antonyms(word, candidate):
-            return False
-        return True
+        return not (self.exclude_antonyms and _are_antonyms(word, candidate))
 
 
 def _strip_suffix(word: str) -> str:
@@ -336,7 +359,9 @@ def _is_inflection(word: str, candidate: str) -> bool:
 
 
 def _is_negated_form(word: str, candidate: str) -> bool:
-    return any(candidate == prefix + word or word == prefix + candidate for prefix in _NEGATING_PREFIXES)
+    return any(
+        candidate == prefix + word or word == prefix + candidate for prefix in _NEGATING_PREFIXES
+    )
 
 
 def _polarity(word: str) -> int:
@@ -379,12 +404,14 @@ def load_synonym_source(
     *,
     excluded_words: Iterable[str] = DEFAULT_PROTECTED_WORDS,
 ) -> SynonymSource | None:
-    """Build the synonym source a policy names: the file first, then the embeddings; None if neither."""
+    """Build the synonym source a policy names, file before embeddings, or None if neither."""
     sources: list[SynonymSource] = []
     if synonym_file:
         sources.append(FileSynonyms.from_tsv(synonym_file))
     if checkpoint_dir:
-        sources.append(EmbeddingSynonyms.from_checkpoint(checkpoint_dir, excluded_words=excluded_words))
+        sources.append(
+            EmbeddingSynonyms.from_checkpoint(checkpoint_dir, excluded_words=excluded_words)
+        )
     if not sources:
         return None
     if len(sources) == 1:

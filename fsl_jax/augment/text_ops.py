@@ -1,4 +1,4 @@
-"""Host-side text operations: random swap, deletion, insertion, synonym replacement, back-translation.
+"""Host-side text operations: swap, deletion, insertion, synonym replacement, back-translation.
 
 Each operation is a pure function `op(text, key, strength, ...) -> str`: the same
 arguments always give the same output, because every random draw comes from a
@@ -12,7 +12,7 @@ unchanged.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from absl import logging
 
@@ -185,11 +185,13 @@ def _find_occurrences(
     synonyms: SynonymSource,
     protected_words: Sequence[str],
 ) -> list[_Occurrence]:
-    """Find replaceable keys left to right: whole words, and the longest CJK phrase at each position."""
+    """Find synonym keys left to right: whole words, and the longest CJK phrase at each start."""
 
     def usable(word: str) -> tuple[str, ...]:
         found = synonyms.synonyms(word)
-        return tuple(candidate for candidate in found if is_usable_synonym(candidate, word, protected_words))
+        return tuple(
+            candidate for candidate in found if is_usable_synonym(candidate, word, protected_words)
+        )
 
     occurrences = []
     index = 0
@@ -329,7 +331,8 @@ def back_translate(
             rejected += 1
     if rejected:
         logging.info(
-            "Back-translation kept %d of %d inputs unchanged: the output was empty or lost a protected word.",
+            "Back-translation kept %d of %d inputs unchanged because the output was empty "
+            "or lost a protected word.",
             rejected,
             len(positions),
         )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -156,7 +156,9 @@ def normalize_protected_words(words: Iterable[str]) -> tuple[str, ...]:
     seen: dict[str, None] = {}
     for word in words:
         if not isinstance(word, str):
-            raise TypeError(f"Protected words must be strings; got {word!r} of type {type(word).__name__}.")
+            raise TypeError(
+                f"Protected words must be strings; got {word!r} of type {type(word).__name__}."
+            )
         key = word.strip().lower().translate(_APOSTROPHES)
         if key:
             seen[key] = None
@@ -194,7 +196,7 @@ def protected_spans(text: str, protected_words: Sequence[str]) -> list[tuple[int
 
 
 def protected_forms(text: str, protected_words: Sequence[str]) -> set[str]:
-    """Return the protected words found in `text`, lower-cased, with every "n't" counted as "not"."""
+    """Return the protected words in `text`, lower-cased, with each "n't" counted as "not"."""
     forms = set()
     folded = text.translate(_APOSTROPHES).lower()
     for start, end in protected_spans(text, protected_words):
