@@ -202,6 +202,27 @@ def test_invalid_utf8_replaced_and_listed(tmp_path):
     assert split.report.invalid_utf8_lines == [3]
 
 
+def test_very_long_line_loads(tmp_path):
+    long_text = "word " * 60_000
+    path = write(tmp_path / "train.csv", f'1,"{long_text}"\n0,short\n')
+    split = load_split(path)
+    assert split[0].text == long_text
+    assert split[1].text == "short"
+
+
+def test_json_null_label_rejected(tmp_path):
+    path = write(tmp_path / "train.json", '{"sentence": "a", "label": null}\n')
+    with pytest.raises(DataError, match=r"line 1: invalid label None"):
+        load_split(path)
+
+
+def test_json_line_separator_inside_string(tmp_path):
+    row = json.dumps({"sentence": "before\u2028after", "label": "1"}, ensure_ascii=False)
+    path = write(tmp_path / "train.json", row + "\n")
+    split = load_split(path)
+    assert split.texts == ["before\u2028after"]
+
+
 # Label vocabulary
 
 

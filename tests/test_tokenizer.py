@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from fsl_jax.data import Tokenizer, encode_split, load_task
+from fsl_jax.data import Example, Split, Tokenizer, encode_split, load_task
 
 MAX_LENGTH = 64
 KEYS = ("input_ids", "attention_mask", "token_type_ids")
@@ -179,3 +179,15 @@ def test_encode_split_counts_truncation(tokenizer, data_dir):
     assert encoded.truncation.truncated_rows == int((full_lengths > 16).sum())
     assert encoded.truncation.truncated_rows > 0
     assert encoded.truncation.truncated_row_ids[0] >= 1
+
+
+def test_encode_split_very_long_row(tokenizer):
+    split = Split(
+        "train", [Example("word " * 60_000, None, "1", 1), Example("short", None, "0", 2)]
+    )
+    encoded = encode_split(tokenizer, split, max_length=32)
+    assert encoded.input_ids.shape == (2, 32)
+    assert encoded.truncation.truncated_rows == 1
+    assert encoded.truncation.truncated_row_ids == [1]
+    assert encoded.input_ids[0, -1] == tokenizer.sep_token_id
+    assert encoded.labels is None

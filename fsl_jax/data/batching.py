@@ -167,11 +167,11 @@ def batch_iterator(
 
     Every batch has `batch_size` rows (rounded up to a multiple of `num_devices` when
     `pad_to_devices`), and its length is the smallest bucket that fits its longest row.
-    A jitted step therefore sees one input shape per bucket used. With `shuffle` the order comes
-    from (seed, epoch); without it rows keep dataset order, which suits evaluation. The
-    last partial batch is padded and masked unless `drop_remainder`, so every example
-    appears exactly once per epoch. `start_batch` skips the first batches of the epoch,
-    to resume a run mid-epoch with the same order.
+    A jitted step therefore compiles once for each bucket used. With `shuffle` the
+    order comes from (seed, epoch). Without it, rows keep dataset order for evaluation.
+    The last partial batch is padded and masked, so every example appears exactly once
+    per epoch, unless `drop_remainder` drops that batch. `start_batch` skips the first
+    batches of the epoch, to resume a run mid-epoch with the same order.
 
     Raises:
       ValueError: invalid buckets, or a batch size that does not split over

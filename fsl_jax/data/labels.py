@@ -28,7 +28,7 @@ def sort_labels(labels: Iterable[str]) -> tuple[str, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class LabelVocab:
-    """Label names in class-index order: `names[i]` is the label of class i."""
+    """Label names in class-index order, so `names[i]` is the label of class i."""
 
     names: tuple[str, ...]
 

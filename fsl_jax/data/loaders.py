@@ -72,6 +72,9 @@ def _column_index(path: Path, header: list[str], option: str, field: Field) -> i
 
 def _delimited_rows(text: str, kind: str) -> Iterator[tuple[int, list[str]]]:
     """Yield (first line number, cells) per record; multi-line quoted CSV records count once."""
+    # The csv module rejects fields over 131,072 characters by default, and a single
+    # very long line is valid input that the tokenizer truncates later.
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
     if kind == "tsv":
         # GLUE-style TSV has no quoting: a `"` is part of the sentence.
         reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -125,8 +128,13 @@ def _parse_delimited(
 def _parse_jsonl(
     path: Path, text: str, file_format: FileFormat, report: LoadReport
 ) -> list[Example]:
+    # Split on "\n" only: str.splitlines would also break at U+2028 or U+0085 inside a
+    # JSON string.
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
     examples = []
-    for line, content in enumerate(text.splitlines(), start=1):
+    for line, content in enumerate(lines, start=1):
         if not content.strip():
             report.blank_lines_skipped.append(line)
             continue
@@ -158,9 +166,10 @@ def _make_example(path: Path, line: int, values: dict[str, Any]) -> Example:
                 f"{path} line {line}: {option} must be a string, got {type(values[option]).__name__} "
                 f"{values[option]!r}."
             )
-    label = values.get("label_field")
-    if label is not None:
-        if isinstance(label, (dict, list)) or not str(label).strip():
+    label = None
+    if "label_field" in values:
+        label = values["label_field"]
+        if label is None or isinstance(label, (dict, list)) or not str(label).strip():
             raise DataError(f"{path} line {line}: invalid label {label!r}.")
         label = str(label).strip()
     return Example(values["text_field"], values.get("text_pair_field"), label, line)
@@ -201,7 +210,7 @@ def load_split(
 def load_unlabeled(
     path: str | os.PathLike, file_format: FileFormat | None = None, name: str | None = None
 ) -> Split:
-    """Read a text-only pool (a distillation transfer set): like load_split, labels ignored."""
+    """Read a text-only pool, such as a distillation transfer set, ignoring any label field."""
     file_format = (file_format or infer_format(path)).unlabeled()
     return load_split(path, file_format, name)
 
@@ -220,9 +229,10 @@ def load_lmbff_kshot(
 ) -> tuple[dict[str, Split], LabelVocab]:
     """Load the train, dev and test splits of an LM-BFF k-shot folder and their label vocabulary.
 
-    Each split is `<task_dir>/k-shot/<k>-<seed>/<split>.tsv` or `.csv`; the format is
-    inferred from the suffix unless given. The vocabulary comes from train (in the order
-    of `label_names` when given), and a dev or test label that train lacks raises DataError.
+    Each split is `<task_dir>/k-shot/<k>-<seed>/<split>` with suffix .tsv, .csv, .json or
+    .jsonl, and its format is inferred from the suffix unless given. The vocabulary comes
+    from train, in the order of `label_names` when given. A dev or test label that train
+    lacks raises DataError.
     """
     folder = kshot_folder(task_dir, k, seed)
     if not folder.is_dir():
@@ -235,7 +245,9 @@ def load_lmbff_kshot(
         ]
         found = [path for path in candidates if path.is_file()]
         if not found:
-            raise FileNotFoundError(f"No {split_name}.tsv or {split_name}.csv found in {folder}.")
+            raise FileNotFoundError(
+                f"No {split_name}.tsv, .csv, .json or .jsonl file found in {folder}."
+            )
         splits[split_name] = load_split(found[0], file_format, split_name)
 
     vocab = build_label_vocab(splits["train"], [splits["dev"], splits["test"]], label_names)

@@ -21,7 +21,7 @@ class DataError(ValueError):
 class Example:
     """One row: a text, an optional second text of a pair, and a label (None when unlabelled).
 
-    Labels are kept as the strings found in the file, so "0" and "Positive" alike; a
+    Labels are kept as the strings found in the file, such as "0" or "Positive", and a
     LabelVocab maps them to class indices. `line` is the 1-based line of the row in its
     source file, or 0 for rows that come from elsewhere.
     """

@@ -60,7 +60,7 @@ def load_tfds_split(
       ImportError: tensorflow-datasets is not installed.
       KeyError: a field is not a feature of the dataset.
       DataError: the dataset is not registered (often because it needs TensorFlow), or
-        a text field does not hold text.
+        a text field does not contain text.
     """
     tfds = _import_tfds()
     try:

@@ -55,6 +55,7 @@ class Tokenizer:
 
     Wraps a `tokenizers.Tokenizer` and owns its truncation and padding settings, so the
     ones saved in tokenizer.json (often max_length 128) never apply by accident.
+    NOTE: not thread-safe, because `encode` sets the backend's truncation for each call.
     """
 
     def __init__(
