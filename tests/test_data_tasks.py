@@ -33,9 +33,13 @@ def test_seed_required():
         load_task("cr")
 
 
-def test_k_rejected_for_fixed_splits():
+def test_k_rejected_for_fixed_splits(data_dir):
     with pytest.raises(ValueError, match="do not depend on K"):
-        load_task("eprstmt", seed=0, k=8)
+        load_task("eprstmt", seed=0, k=8, data_dir=data_dir)
+    with pytest.raises(ValueError, match="do not depend on K"):
+        load_task("sst2_glue", k=16, data_dir=data_dir)
+    splits, _ = load_task("eprstmt", seed=0, k=16, data_dir=data_dir)
+    assert len(splits["train"]) == 32
 
 
 def test_missing_seed_folder_names_path(data_dir):
