@@ -67,7 +67,7 @@ def all_ops(english_synonyms):
     }
 
 
-# Acceptance 1: edge inputs.
+# Edge inputs: empty, blank, punctuation-only, numeric and short CJK rows.
 
 
 @pytest.mark.parametrize("text", EDGE_TEXTS)
@@ -115,7 +115,7 @@ def test_generator_key_is_rejected():
         random_swap("a b c", np.random.default_rng(0), 0.5)
 
 
-# Acceptance 2: deletion keeps words and protected words.
+# Deletion keeps at least one word, and no operation edits a protected word.
 
 
 def test_deletion_keeps_single_word():
@@ -147,7 +147,7 @@ def test_deletion_rate_on_twenty_words():
 def test_not_survives_deletion_and_replacement(english_synonyms, text):
     for seed in range(200):
         deleted = random_deletion(text, host_key(seed, 0, 0), 1.0, protected_words=("not",))
-        assert "not" in deleted.lower().split() or "not" in deleted.lower().rstrip(".").split()
+        assert "not" in re.findall(r"\w+", deleted.lower())
         replaced = synonym_replacement(
             text,
             host_key(seed, 0, 0),
@@ -166,7 +166,7 @@ def test_not_good_deletion_leaves_not():
         )
 
 
-def test_default_negations_are_protected(english_synonyms):
+def test_default_negations_are_protected():
     text = "i do n't think it is good and never was , no"
     for seed in range(100):
         output = random_deletion(text, host_key(seed, 0, 0), 1.0)
@@ -181,7 +181,7 @@ def test_contractions_are_protected():
 
 
 def test_protection_is_whole_word():
-    # "not" inside "cannot"/"nothing" is not the word "not", but "cannot" is protected itself.
+    # "not" inside "knotty" or "notion" is not the word "not", so either word may go.
     output = random_deletion("knotty notion", host_key(0, 0, 0), 1.0, protected_words=("not",))
     assert len(output.split()) == 1
 
@@ -208,7 +208,7 @@ def test_insertion_never_copies_protected_word():
         assert output.split().count("good") == 3
 
 
-# Acceptance 3: Chinese character-level operations.
+# Chinese: character-level operations that add no space between CJK characters.
 
 
 @pytest.mark.parametrize(

@@ -126,7 +126,7 @@ class AugmentPolicy:
     `word<TAB>syn1,syn2`) and `synonym_checkpoint` (a WordPiece model directory whose
     word embeddings give neighbours) are the synonym sources, tried in that order.
     `keep_unchanged` keeps copies that came out identical to their source, which are
-    dropped by default. `for_finetuning` and `for_transfer_set` say which training
+    dropped by default. `for_finetuning` and `for_transfer_set` choose which training
     sets the copies join.
     """
 
@@ -266,7 +266,7 @@ def _field(example: Any, name: str, required: bool) -> Any:
 
 
 def _plain_label(label: Any) -> Any:
-    """Convert numpy scalars to Python values, so JSON export and equality behave."""
+    """Convert a numpy scalar label to its Python value, which json.dumps accepts."""
     return label.item() if isinstance(label, np.generic) else label
 
 

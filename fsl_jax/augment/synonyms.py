@@ -137,7 +137,7 @@ _VOCAB_WORD = re.compile(r"[a-z]+")
 
 
 class SynonymSource(Protocol):
-    """Anything that maps a word to its synonyms.
+    """A lookup from a word to its synonyms.
 
     `max_key_chars` is the length of the longest key, which bounds the substrings tried
     when CJK text, which has no spaces, is searched for keys.
@@ -181,7 +181,7 @@ class FileSynonyms:
 
         Raises:
           FileNotFoundError: `path` does not exist.
-          ValueError: a line has no tab or no synonyms; the message gives the line number.
+          ValueError: a line has no tab or no synonyms. The message gives the line number.
         """
         path = Path(path)
         if not path.is_file():
@@ -216,14 +216,16 @@ class EmbeddingSynonyms:
 
     Only lower-case ASCII alphabetic entries of at least `min_word_length` letters take
     part, so "##" pieces, "[unused]" slots, digits and CJK characters are never proposed
-    or looked up. Neighbours below `min_similarity` are dropped, as are stopwords,
-    `excluded_words` (the protected words by default), inflections of the query word
-    (a shared prefix of four letters or the shorter word's length), negated forms
-    ("happy" and "unhappy"), and, with `exclude_antonyms`, neighbours of opposite
-    polarity in the small sentiment lexicons above or listed in ANTONYM_PAIRS.
-    Results are cached per word. The defaults were chosen by reading the neighbours of
-    common review words in all-MiniLM-L6-v2. At 0.45 "good" gets "excellent", "great",
-    "better" and "best" but no longer "nice" (0.42).
+    or looked up. A neighbour is dropped when it is below `min_similarity`, a stopword
+    or one of `excluded_words` (the protected words by default). It is also dropped
+    when it looks like an inflection of the query word ("film"/"films", "love"/"loving")
+    or its negated form ("happy"/"unhappy"). With `exclude_antonyms`, a neighbour of
+    opposite polarity in the sentiment lexicons above, or listed in ANTONYM_PAIRS, is
+    dropped too. Results are cached per word.
+
+    The defaults come from reading the neighbours of common review words in
+    all-MiniLM-L6-v2. At 0.45, "good" gets "excellent", "great", "better" and "best"
+    but no longer "nice" (0.42).
     """
 
     def __init__(
@@ -283,13 +285,13 @@ class EmbeddingSynonyms:
             if not path.is_file():
                 raise FileNotFoundError(
                     f"{path} not found. Embedding synonyms need a WordPiece checkpoint "
-                    "directory with vocab.txt and model.safetensors; for other checkpoints "
+                    "directory with vocab.txt and model.safetensors. For other checkpoints, "
                     "pass a synonym file instead."
                 )
         vocab = vocab_path.read_text(encoding="utf-8").splitlines()
         with safe_open(str(weights_path), framework="np") as weights:
             # safe_open is not iterable, so the tensor names come from keys().
-            all_names = weights.keys()  # noqa: SIM118
+            all_names = weights.keys()
             names = [name for name in all_names if name.endswith(WORD_EMBEDDINGS_SUFFIX)]
             if not names:
                 raise FileNotFoundError(

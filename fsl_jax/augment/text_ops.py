@@ -290,7 +290,7 @@ def back_translate(
     """Paraphrase texts with a user callable, typically a round trip through a pivot language.
 
     `translate_fn` receives the texts that contain a letter, in one list, and must
-    return one string per text; fsl_jax ships no translation model and makes no network
+    return one string per text. fsl_jax ships no translation model and makes no network
     call. A text comes back unchanged when it has no letter, when the output is empty,
     or when the output lost a protected word of the input ("n't" counts as "not").
     The result is reproducible only if `translate_fn` is deterministic.

@@ -167,7 +167,7 @@ def normalize_protected_words(words: Iterable[str]) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=64)
 def _protected_patterns(words: tuple[str, ...]) -> tuple[re.Pattern[str] | None, tuple[str, ...]]:
-    """Compile the space-delimited protected words into one regex; return the CJK ones apart."""
+    """Compile the space-delimited protected words into one regex, and return the CJK ones as is."""
     cjk_words = tuple(word for word in words if _CJK_CHAR.search(word))
     alternatives = [re.escape(word) for word in words if not _CJK_CHAR.search(word)]
     if "not" in words:
@@ -241,7 +241,7 @@ def host_key(seed: int, epoch: int, example_index: int, *extra: int) -> np.rando
 
 
 def generator(key: HostKey) -> np.random.Generator:
-    """Return a fresh generator for `key`; the same key always gives the same draws."""
+    """Return a fresh generator for `key`, so the same key always gives the same draws."""
     if isinstance(key, (np.random.Generator, np.random.BitGenerator)):
         raise TypeError(
             "An augmentation key must be an int, a sequence of ints or a SeedSequence, not a "
