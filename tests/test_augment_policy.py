@@ -178,6 +178,23 @@ def test_dataset_edge_texts(english_synonyms):
     assert len(kept) == len(texts) * 5
 
 
+def test_cr_split_with_blank_row(data_dir, english_synonyms):
+    path = data_dir / "cr" / "k-shot" / "16-42" / "train.csv"
+    with path.open(encoding="utf-8", newline="") as handle:
+        examples = [{"text": sentence, "label": label} for label, sentence in csv.reader(handle)]
+    blank_rows = [index for index, example in enumerate(examples) if not example["text"].strip()]
+    assert blank_rows, "the CR 16-42 training split has a whitespace-only sentence"
+    dataset = augment_dataset(examples, host_policy(), synonyms=english_synonyms)
+    for index in blank_rows:
+        from_blank = [example for example in dataset if example.source_index == index]
+        assert len(from_blank) == 1
+        assert from_blank[0].text == examples[index]["text"]
+    for example in dataset:
+        source = examples[example.source_index]["text"]
+        if "n 't" in source:
+            assert "n 't" in example.text, (source, example.text)
+
+
 def test_dataset_protects_negations(english_synonyms):
     examples = [
         {"text": "not good", "label": 0},

@@ -180,6 +180,15 @@ def test_contractions_are_protected():
             assert "n't" in output.replace("’", "'")
 
 
+def test_split_contractions_are_protected():
+    # SST-2 splits "does n't"; CR splits "isn 't". Both halves of the CR form stay.
+    for text, kept in [("it does n't work well", "n't"), ("the battery isn 't great", "isn 't")]:
+        for seed in range(30):
+            output = random_deletion(text, host_key(seed, 0, 0), 1.0)
+            assert kept in output
+            assert protected_forms(output, ("not",)) == {"not"}
+
+
 def test_protection_is_whole_word():
     # "not" inside "knotty" or "notion" is not the word "not", so either word may go.
     output = random_deletion("knotty notion", host_key(0, 0, 0), 1.0, protected_words=("not",))
@@ -249,6 +258,16 @@ def test_chinese_negation_is_protected():
     for seed in range(50):
         output = random_deletion("这个耳机不好用", host_key(seed, 0, 0), 1.0)
         assert "不" in output
+
+
+def test_insertion_never_splits_protected_word():
+    for seed in range(50):
+        output = random_insertion(
+            "质量没有问题", host_key(seed, 0, 0), 1.0, protected_words=("没有",)
+        )
+        assert "没有" in output
+        english = random_insertion("it isn 't bad", host_key(seed, 0, 0), 1.0)
+        assert "isn 't" in english
 
 
 def test_chinese_phrase_protection():

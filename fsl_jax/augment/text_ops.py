@@ -29,6 +29,7 @@ from fsl_jax.augment.units import (
     pieces_of,
     protected_forms,
     protected_mask,
+    protected_span_ids,
     rebuild,
     segment,
     split_affixes,
@@ -138,12 +139,13 @@ def random_insertion(
     Each insertion picks a random unprotected content unit of the text and inserts a
     synonym of it when `synonyms` has one, and otherwise a copy of the unit without its
     punctuation. A CJK character is always inserted as a copy, so Chinese insertion
-    adds a character taken from the same sentence.
+    adds a character taken from the same sentence. Nothing is inserted inside a
+    protected word ("don 't", "没有").
     """
     strength = check_strength(strength)
     units = segment(text)
-    protected = protected_mask(text, units, protected_words)
-    sources = _editable(units, protected)
+    span_ids = protected_span_ids(text, units, protected_words)
+    sources = _editable(units, [span_id >= 0 for span_id in span_ids])
     if strength == 0 or not sources:
         return text
 
@@ -162,9 +164,27 @@ def random_insertion(
             ]
             if usable:
                 inserted = usable[rng.integers(len(usable))]
-        position = int(rng.integers(len(pieces) + 1))
+        gaps = _insertion_gaps(pieces, span_ids)
+        position = gaps[rng.integers(len(gaps))]
         pieces.insert(position, Piece(inserted, None, None))
     return rebuild(text, units, pieces)
+
+
+def _insertion_gaps(pieces: Sequence[Piece], span_ids: Sequence[int]) -> list[int]:
+    """Return the positions where a piece may go: every gap except inside a protected word."""
+    gaps = [0]
+    for position in range(1, len(pieces) + 1):
+        left = pieces[position - 1].last
+        right = pieces[position].first if position < len(pieces) else None
+        inside = (
+            left is not None
+            and right is not None
+            and span_ids[left] >= 0
+            and span_ids[left] == span_ids[right]
+        )
+        if not inside:
+            gaps.append(position)
+    return gaps
 
 
 @dataclasses.dataclass(frozen=True)

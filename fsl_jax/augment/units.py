@@ -36,9 +36,11 @@ _CJK_RANGES = (
 _CJK_CHAR = re.compile(f"[{_CJK_RANGES}]")
 _UNIT = re.compile(f"[{_CJK_RANGES}]|[^\\s{_CJK_RANGES}]+")
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u02bc": "'"})
+_SPLIT_NOT = re.compile(r"n\s*'t$")
 
 # Negations in English and Chinese. Protecting "not" also protects every word that
-# ends in "n't" ("don't", "isn't", and the split "n't" of tokenized SST-2 text).
+# ends in "n't" ("don't", "isn't"), and the split forms of tokenized text ("do n't",
+# "don 't").
 DEFAULT_PROTECTED_WORDS: tuple[str, ...] = (
     "not",
     "no",
@@ -171,7 +173,9 @@ def _protected_patterns(words: tuple[str, ...]) -> tuple[re.Pattern[str] | None,
     cjk_words = tuple(word for word in words if _CJK_CHAR.search(word))
     alternatives = [re.escape(word) for word in words if not _CJK_CHAR.search(word)]
     if "not" in words:
+        # "don't", the split "do n't" of SST-2, and the split "don 't" of CR.
         alternatives.append(r"[^\W\d_]*n't")
+        alternatives.append(r"[^\W\d_]+n\s+'t")
     if not alternatives:
         return None, cjk_words
     # A match must not start or end inside a longer word, so "not" misses "cannot".
@@ -201,14 +205,33 @@ def protected_forms(text: str, protected_words: Sequence[str]) -> set[str]:
     folded = text.translate(_APOSTROPHES).lower()
     for start, end in protected_spans(text, protected_words):
         form = folded[start:end]
-        forms.add("not" if form.endswith("n't") else form)
+        forms.add("not" if _SPLIT_NOT.search(form) else form)
     return forms
+
+
+def protected_span_ids(
+    text: str, units: Sequence[Unit], protected_words: Sequence[str]
+) -> list[int]:
+    """Return, for each unit, the index of the protected span it overlaps, or -1.
+
+    Two units with the same id belong to one protected word, such as "don" and "'t" in
+    "don 't" or the two characters of "没有", so nothing may be inserted between them.
+    """
+    spans = protected_spans(text, protected_words)
+    ids = []
+    for unit in units:
+        overlapping = [
+            number
+            for number, (start, end) in enumerate(spans)
+            if start < unit.end and unit.start < end
+        ]
+        ids.append(overlapping[0] if overlapping else -1)
+    return ids
 
 
 def protected_mask(text: str, units: Sequence[Unit], protected_words: Sequence[str]) -> list[bool]:
     """Return, for each unit, whether it overlaps a protected word."""
-    spans = protected_spans(text, protected_words)
-    return [any(start < unit.end and unit.start < end for start, end in spans) for unit in units]
+    return [span_id >= 0 for span_id in protected_span_ids(text, units, protected_words)]
 
 
 def split_affixes(word: str) -> tuple[str, str, str]:
