@@ -181,7 +181,7 @@ def test_contractions_are_protected():
 
 
 def test_split_contractions_are_protected():
-    # SST-2 splits "does n't"; CR splits "isn 't". Both halves of the CR form stay.
+    # SST-2 splits "does n't" and CR splits "isn 't". Both halves of the CR form stay.
     for text, kept in [("it does n't work well", "n't"), ("the battery isn 't great", "isn 't")]:
         for seed in range(30):
             output = random_deletion(text, host_key(seed, 0, 0), 1.0)
