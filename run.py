@@ -1,8 +1,9 @@
 """Entry point of the main job.
 
-  python run.py --config=configs/sst2_finetune.py --workdir=runs/sst2 [--config.key=value ...]
+python run.py --config=configs/sst2_finetune.py --workdir=runs/sst2 [--config.key=value ...]
 """
 
+import logging as std_logging
 import os
 import sys
 
@@ -18,6 +19,13 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _OrbaxInfoFilter(std_logging.Filter):
+    """Drop orbax's per-file INFO lines; its warnings and errors still show."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -26,6 +34,7 @@ def main(argv):
     os.makedirs(_WORKDIR.value, exist_ok=True)
     # absl writes its log to <workdir>/run.*; alsologtostderr keeps it on the terminal.
     logging.get_absl_handler().use_absl_log_file("run", _WORKDIR.value)
+    logging.get_absl_handler().addFilter(_OrbaxInfoFilter())
     flags.FLAGS.alsologtostderr = True
     logging.info("fsl_jax run: config %s, workdir %s", flags.FLAGS["config"].value, _WORKDIR.value)
     logging.info("Config:\n%s", _CONFIG.value)

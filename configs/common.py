@@ -38,6 +38,8 @@ def get_base_config() -> ml_collections.ConfigDict:
             hidden_dropout=0.1,
             attention_dropout=0.1,
             dtype="float32",
+            # 'prototypes': head starts as the class means of the pooled train vectors.
+            head_init="prototypes",
         )
     )
 
@@ -75,6 +77,8 @@ def get_base_config() -> ml_collections.ConfigDict:
         )
     )
 
+    config.distill = get_distill_config(config)
+
     config.distributed = ml_collections.ConfigDict(
         dict(
             coordinator_address="",
@@ -85,3 +89,51 @@ def get_base_config() -> ml_collections.ConfigDict:
         )
     )
     return config
+
+
+def get_distill_config(base: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Return the distillation section; `enabled=False` runs the teacher fine-tune only.
+
+    Each loss term is an entry of `terms` with a weight; weight 0 leaves it out, so
+    an ablation is an override such as `--config.distill.terms.hidden_mse.weight=1`.
+    """
+    distill = ml_collections.ConfigDict()
+    distill.enabled = False
+    distill.temperature = 2.0
+    distill.terms = ml_collections.ConfigDict(
+        dict(
+            kd=dict(weight=1.0),
+            ce=dict(weight=0.5),
+            logits_mse=dict(weight=0.0),
+            hidden_mse=dict(weight=0.0, layer_map="uniform"),
+            attention_kl=dict(weight=0.0, layer_map="uniform"),
+            attention_mse=dict(weight=0.0, layer_map="uniform"),
+            cosine=dict(weight=0.0, pooling="mean"),
+            pkd=dict(weight=0.0, layer_map="uniform"),
+        )
+    )
+    # Student: 'layers' copies teacher layers (the fine-tuned teacher's), 'checkpoint'
+    # loads another Hugging Face checkpoint, 'fresh' initialises from the sizes below.
+    distill.student = ml_collections.ConfigDict(
+        dict(
+            kind="layers",
+            num_layers=2,
+            layers=(),
+            checkpoint="",
+            hidden_size=0,
+            num_heads=0,
+            intermediate_size=0,
+            copy_head=True,
+        )
+    )
+    # Transfer set: the labelled K-shot train set plus an optional unlabelled pool
+    # ('file': distill.unlabeled.path under the data folder; 'other_seeds': the
+    # texts of the task's other seeds), minus any text of this seed's splits.
+    distill.unlabeled = ml_collections.ConfigDict(dict(source="", path="", max_examples=2000))
+    # Precompute teacher outputs once; valid only without on-the-fly augmentation.
+    distill.cache_teacher = False
+    distill.optimizer = base.optimizer.copy_and_resolve_references()
+    distill.optimizer.learning_rate = 1e-4
+    # Overrides of config.train for the student.
+    distill.train = ml_collections.ConfigDict(dict(num_epochs=30, num_steps=0))
+    return distill

@@ -1,8 +1,9 @@
 """The main job: preprocess, sample, augment, fine-tune, distil and evaluate, per seed.
 
 `run(config, workdir)` reads top to bottom in the order of the pipeline. Each seed
-is independent and resumable: rerunning the same command in the same workdir
-continues from the latest checkpoints and skips seeds whose results exist.
+is independent: a rerun of the same command in the same workdir skips seeds whose
+results exist, reuses a finished teacher, and resumes training from the latest
+periodic checkpoint.
 """
 
 from __future__ import annotations
@@ -21,8 +22,12 @@ from absl import logging
 from fsl_jax import data as data_lib
 from fsl_jax.checkpoints import load_encoder, resolve_checkpoint
 from fsl_jax.evaluate import aggregate, outputs
-from fsl_jax.train import finetune
+from fsl_jax.train import distill, finetune
 from fsl_jax.train.mesh import initialize_distributed, make_mesh
+
+# ----------------------------------------------------------------------------
+# Set-up.
+# ----------------------------------------------------------------------------
 
 
 def setup_compilation_cache(config: ml_collections.ConfigDict) -> None:
@@ -38,13 +43,27 @@ def setup_compilation_cache(config: ml_collections.ConfigDict) -> None:
     logging.info("Persistent XLA compilation cache: %s", directory)
 
 
+def _write_json(path: Path, payload: Any) -> None:
+    if jax.process_index() != 0:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+# ----------------------------------------------------------------------------
+# Stages 1-2: preprocess and the K-shot splits.
+# ----------------------------------------------------------------------------
+
+
 def load_seed_data(config: ml_collections.ConfigDict, seed: int, tokenizer, workdir: Path):
     """Load, clean and tokenize the K-shot splits of one seed.
 
     Returns (encoded splits, label vocabulary, cleaned splits). The cleaning and
     data-quality reports go to the log and to <workdir>/data_reports/seed_<seed>.json.
     """
-    splits, vocab = data_lib.load_task(config.task, seed=seed, k=config.k, data_dir=config.data_dir or None)
+    splits, vocab = data_lib.load_task(
+        config.task, seed=seed, k=config.k, data_dir=config.data_dir or None
+    )
     cleaning = data_lib.CleaningConfig(**config.cleaning.to_dict())
     reports: dict[str, Any] = {}
     cleaned = {}
@@ -60,25 +79,105 @@ def load_seed_data(config: ml_collections.ConfigDict, seed: int, tokenizer, work
     for name, split in cleaned.items():
         encoded[name] = data_lib.encode_split(tokenizer, split, config.max_length, vocab)
         reports[f"truncation_{name}"] = encoded[name].truncation.to_dict()
-    if jax.process_index() == 0:
-        report_dir = workdir / "data_reports"
-        report_dir.mkdir(parents=True, exist_ok=True)
-        (report_dir / f"seed_{seed}.json").write_text(json.dumps(reports, indent=2, default=str))
+    _write_json(workdir / "data_reports" / f"seed_{seed}.json", reports)
     return encoded, vocab, cleaned
 
 
-def run_finetune_seed(
-    config: ml_collections.ConfigDict, seed: int, workdir: Path, mesh, checkpoint_dir: Path, tokenizer
-) -> dict[str, dict[str, float]]:
-    """Fine-tune the teacher on one seed; return {"teacher": metrics}."""
-    started = time.perf_counter()
-    encoded, vocab, _ = load_seed_data(config, seed, tokenizer, workdir)
-    num_labels = len(vocab)
+def load_unlabelled_pool(
+    config: ml_collections.ConfigDict, seed: int, cleaned: dict, tokenizer
+) -> data_lib.EncodedDataset | None:
+    """Return the unlabelled transfer pool named by config.distill.unlabeled, or None.
 
+    Sources: 'file' reads config.distill.unlabeled.path (relative to the data folder)
+    without its labels; 'other_seeds' pools the train and dev texts of the task's
+    other seeds (drawn from the same original train set), without labels. Either way,
+    rows that also occur in this seed's train, dev or test split are removed, and at
+    most max_examples rows are kept, sampled with the seed.
+    """
+    unlabeled = config.distill.unlabeled
+    if not unlabeled.source:
+        return None
+    data_dir = Path(config.data_dir) if config.data_dir else data_lib.default_data_dir()
+    if unlabeled.source == "file":
+        pool = data_lib.load_unlabeled(data_dir / unlabeled.path, name="unlabeled")
+    elif unlabeled.source == "other_seeds":
+        examples = []
+        for other in config.seeds:
+            if other == seed:
+                continue
+            splits, _ = data_lib.load_task(config.task, seed=other, k=config.k, data_dir=data_dir)
+            for split_name in ("train", "dev"):
+                examples += [
+                    data_lib.Example(text=example.text, text_pair=example.text_pair, label=None)
+                    for example in splits[split_name]
+                ]
+        pool = data_lib.Split(name="other_seeds", examples=examples, path=None)
+    else:
+        raise ValueError(
+            f"Unknown distill.unlabeled.source {unlabeled.source!r}; use '', 'file' or "
+            "'other_seeds'."
+        )
+    pool, _ = data_lib.clean_split(pool, data_lib.CleaningConfig(**config.cleaning.to_dict()))
+    pool, overlap_reports = data_lib.remove_overlaps(pool, list(cleaned.values()))
+    for report in overlap_reports:
+        report.log()
+    rows = np.arange(len(pool))
+    if unlabeled.max_examples and len(pool) > unlabeled.max_examples:
+        rows = np.sort(
+            np.random.default_rng([seed, 7]).choice(
+                len(pool), unlabeled.max_examples, replace=False
+            )
+        )
+    pool = pool.replace_examples([pool[int(row)] for row in rows])
+    logging.info("Unlabelled transfer pool for seed %d: %d rows.", seed, len(pool))
+    return data_lib.encode_split(tokenizer, pool, config.max_length)
+
+
+# ----------------------------------------------------------------------------
+# Stages 4 and 6: fine-tune the teacher, evaluate.
+# ----------------------------------------------------------------------------
+
+
+def evaluate_test(
+    name: str, model, params, encoded, config, seed: int, workdir: Path, mesh
+) -> tuple[dict[str, float], float]:
+    """Evaluate on every test example, save the predictions; return (metrics, seconds)."""
+    settings = finetune.TrainSettings.from_config(config.train, len(encoded["train"]), mesh)
+    num_labels = model.num_labels
+    eval_step = finetune.make_eval_step(finetune.eval_apply(model), params, mesh)
+    # The first pass compiles; the second is the timed inference pass.
+    finetune.evaluate_split(eval_step, params, encoded["test"], settings, mesh, num_labels)
+    started = time.perf_counter()
+    metrics, logits = finetune.evaluate_split(
+        eval_step, params, encoded["test"], settings, mesh, num_labels
+    )
+    seconds = time.perf_counter() - started
+    if jax.process_index() == 0:
+        outputs.write_predictions(
+            workdir, name, seed, logits.argmax(-1), encoded["test"].labels, logits
+        )
+    return metrics, seconds
+
+
+def train_teacher(config, seed, encoded, num_labels, workdir, mesh, checkpoint_dir):
+    """Fine-tune the pretrained checkpoint; return (model, best params, loop record)."""
     encoder_config, encoder_params = load_encoder(checkpoint_dir)
     model = finetune.build_classifier(config.model, encoder_config, num_labels)
     params = finetune.init_params(model, encoder_params, jax.random.PRNGKey(seed))
-
+    if config.model.head_init == "prototypes":
+        params = finetune.prototype_head(
+            model,
+            params,
+            encoded["train"],
+            num_labels,
+            mesh,
+            config.train.eval_batch_size,
+            tuple(config.train.length_buckets),
+        )
+    elif config.model.head_init != "random":
+        raise ValueError(
+            f"Unknown model.head_init {config.model.head_init!r}; use 'prototypes' or 'random'."
+        )
     best_params, record, _ = finetune.fit_and_select(
         name="teacher",
         seed=seed,
@@ -94,31 +193,147 @@ def run_finetune_seed(
         mesh=mesh,
         workdir=workdir,
     )
-    if best_params is None:
-        return {}
+    return model, best_params, record
 
-    settings = finetune.TrainSettings.from_config(config.train, len(encoded["train"]), mesh)
-    eval_step = finetune.make_eval_step(finetune.eval_apply(model), best_params, mesh)
-    test_metrics, test_logits = finetune.evaluate_split(
-        eval_step, best_params, encoded["test"], settings, mesh, num_labels
+
+# ----------------------------------------------------------------------------
+# Stage 5: distil the teacher into a student.
+# ----------------------------------------------------------------------------
+
+
+def distill_student(
+    config, seed, encoded, cleaned, tokenizer, teacher, teacher_params, workdir, mesh
+):
+    """Distil the fine-tuned teacher; return (student model, best params, record)."""
+    from fsl_jax.losses import build_objective
+
+    distill_config = config.distill
+    student_encoder_config, student_encoder_params = distill.build_student(
+        distill_config.student, teacher.config, teacher_params["encoder"]
     )
-    if jax.process_index() == 0:
-        outputs.write_predictions(
-            workdir, "teacher", seed, test_logits.argmax(-1), encoded["test"].labels, test_logits
+    student = finetune.build_classifier(config.model, student_encoder_config, teacher.num_labels)
+    student_params = finetune.init_params(
+        student, student_encoder_params, jax.random.PRNGKey(seed + 1)
+    )
+    if distill_config.student.copy_head:
+        student_params["head"] = jax.tree.map(np.array, teacher_params["head"])
+
+    objective = build_objective(distill_config)
+    logging.info("Distillation objective: %s", objective)
+    objective_params = distill.init_objective_params(
+        objective, student, student_params, teacher, teacher_params, jax.random.PRNGKey(seed + 2)
+    )
+    params = {"student": student_params, "objective": objective_params}
+
+    pool = load_unlabelled_pool(config, seed, cleaned, tokenizer)
+    transfer, label_mask = distill.concat_transfer_sets(encoded["train"], pool)
+    train_config = config.train.copy_and_resolve_references()
+    with train_config.unlocked():
+        train_config.update(distill_config.train.to_dict())
+    settings = finetune.TrainSettings.from_config(train_config, len(transfer), mesh)
+
+    per_example = {"label_mask": label_mask}
+    if distill_config.cache_teacher:
+        per_example.update(
+            distill.teacher_cache(teacher, teacher_params, transfer, objective, settings, mesh)
         )
-    metrics = {
-        "dev_accuracy": record["best_dev"]["accuracy"],
-        "test_accuracy": test_metrics["accuracy"],
-        "test_macro_f1": test_metrics["macro_f1"],
-        "best_step": record["best_step"],
-        "wall_seconds": time.perf_counter() - started,
+
+    def make_epoch(epoch):
+        batches = data_lib.batch_iterator(
+            transfer,
+            settings.batch_size,
+            settings.length_buckets,
+            shuffle=True,
+            seed=seed,
+            epoch=epoch,
+            num_devices=mesh.size,
+        )
+        return distill.add_per_example(batches, per_example)
+
+    best_params, record, _ = finetune.fit_and_select(
+        name="student",
+        seed=seed,
+        params=params,
+        loss_fn=distill.distillation_loss(student, teacher, objective),
+        eval_fn=finetune.eval_apply(student),
+        train_data=transfer,
+        dev_data=encoded["dev"],
+        num_labels=teacher.num_labels,
+        optimizer_config=distill_config.optimizer,
+        train_config=train_config,
+        num_layers=student_encoder_config.num_layers,
+        mesh=mesh,
+        workdir=workdir,
+        teacher_params=teacher_params,
+        make_epoch=make_epoch,
+        select_params=lambda tree: tree["student"],
+    )
+    if best_params is None:
+        return student, None, record
+    return student, best_params["student"], record
+
+
+# ----------------------------------------------------------------------------
+# One seed, all stages.
+# ----------------------------------------------------------------------------
+
+
+def run_seed(config, seed: int, workdir: Path, mesh, checkpoint_dir: Path, tokenizer):
+    """Run every configured stage for one seed; return {model name: metrics} or {} if stopped."""
+    started = time.perf_counter()
+    encoded, vocab, cleaned = load_seed_data(config, seed, tokenizer, workdir)
+    num_labels = len(vocab)
+
+    teacher, teacher_params, teacher_record = train_teacher(
+        config, seed, encoded, num_labels, workdir, mesh, checkpoint_dir
+    )
+    if teacher_params is None:
+        return {}
+    teacher_metrics, teacher_seconds = evaluate_test(
+        "teacher", teacher, teacher_params, encoded, config, seed, workdir, mesh
+    )
+    results = {
+        "teacher": {
+            "dev_accuracy": teacher_record["best_dev"]["accuracy"],
+            "test_accuracy": teacher_metrics["accuracy"],
+            "test_macro_f1": teacher_metrics["macro_f1"],
+            "best_step": teacher_record["best_step"],
+            "num_params": distill.count_params(teacher_params),
+            "test_inference_seconds": teacher_seconds,
+        }
     }
-    logging.info("Seed %d teacher: %s", seed, metrics)
-    return {"teacher": metrics}
+    logging.info("Seed %d teacher: %s", seed, results["teacher"])
+
+    if config.get("distill") is not None and config.distill.enabled:
+        student, student_params, student_record = distill_student(
+            config, seed, encoded, cleaned, tokenizer, teacher, teacher_params, workdir, mesh
+        )
+        if student_params is None:
+            return {}
+        student_metrics, student_seconds = evaluate_test(
+            "student", student, student_params, encoded, config, seed, workdir, mesh
+        )
+        results["student"] = {
+            "dev_accuracy": student_record["best_dev"]["accuracy"],
+            "test_accuracy": student_metrics["accuracy"],
+            "test_macro_f1": student_metrics["macro_f1"],
+            "best_step": student_record["best_step"],
+            "num_params": distill.count_params(student_params),
+            "test_inference_seconds": student_seconds,
+            "inference_speedup": teacher_seconds / student_seconds,
+        }
+        logging.info("Seed %d student: %s", seed, results["student"])
+
+    for values in results.values():
+        values["wall_seconds"] = time.perf_counter() - started
+    return results
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any] | None:
-    """Run the configured job over config.seeds and write results.json and results.md."""
+    """Run the configured job over config.seeds and write results.json and results.md.
+
+    Returns the results dict, or None when config.train.stop_after stopped training.
+    """
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     initialize_distributed(config)
@@ -136,13 +351,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[s
             logging.info("Seed %d already finished; reading %s", seed, seed_file)
             seed_metrics = json.loads(seed_file.read_text())
         else:
-            seed_metrics = run_finetune_seed(config, seed, workdir, mesh, checkpoint_dir, tokenizer)
+            seed_metrics = run_seed(config, seed, workdir, mesh, checkpoint_dir, tokenizer)
             if not seed_metrics:
                 logging.info("Seed %d stopped before the end of training.", seed)
                 return None
-            if jax.process_index() == 0:
-                seed_file.parent.mkdir(parents=True, exist_ok=True)
-                seed_file.write_text(json.dumps(seed_metrics, indent=2, sort_keys=True))
+            _write_json(seed_file, seed_metrics)
         for model_name, values in seed_metrics.items():
             per_seed.setdefault(model_name, {})[int(seed)] = {
                 key: float(value) for key, value in values.items()
@@ -151,5 +364,5 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[s
     results = aggregate.build_results(per_seed, config=config, seeds=config.seeds)
     if jax.process_index() == 0:
         aggregate.write_results(workdir, results)
-        logging.info("Wrote %s", workdir / "results.json")
+        logging.info("Wrote %s and results.md", workdir / "results.json")
     return results

@@ -454,3 +454,15 @@ def test_cosine_unknown_pooling_lists_valid():
     student = make_outputs(rng, np.array([3]), 4, **STUDENT)
     with pytest.raises(ValueError, match="'cls', 'mean', 'pooled'"):
         LOSS_TERMS["cosine"].fn(student, student, make_batch([3], 4), pooling="max")
+
+
+def test_ce_skips_rows_without_labels():
+    logits = jnp.array([[2.0, 0.0], [0.0, 5.0], [1.0, 1.0]])
+    batch = {
+        "labels": jnp.array([0, 0, 1]),
+        "example_mask": jnp.ones(3),
+        "label_mask": jnp.array([1.0, 0.0, 1.0]),
+    }
+    labelled_only = {"labels": jnp.array([0, 1]), "example_mask": jnp.ones(2)}
+    expected = LOSS_TERMS["ce"].fn({"logits": logits[jnp.array([0, 2])]}, None, labelled_only)
+    assert float(LOSS_TERMS["ce"].fn({"logits": logits}, None, batch)) == pytest.approx(float(expected))

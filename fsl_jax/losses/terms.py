@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from fsl_jax.losses.layer_map import LayerMap, map_layers
-from fsl_jax.losses.masking import mean_over_examples, mean_over_tokens, token_mask
+from fsl_jax.losses.masking import example_weights, mean_over_examples, mean_over_tokens, token_mask
 from fsl_jax.losses.projection import apply_projection, init_projection, needs_projection
 from fsl_jax.losses.registry import register_term
 
@@ -100,6 +100,7 @@ def cross_entropy(
     When the batch has `soft_labels` [B, C] and use_soft_labels is True, the target
     is that distribution: -sum_c q[c] * log p_s[c]. This is the loss for mixup
     targets and teacher-labelled examples. Otherwise the target is `labels` [B].
+    Rows with `label_mask` 0 (an unlabelled transfer pool) are left out.
     """
     logits = _float32(_output(student, "logits", "ce", "student"))
     log_probs = jax.nn.log_softmax(logits, axis=-1)
@@ -117,6 +118,10 @@ def cross_entropy(
             raise KeyError("Loss term 'ce' needs batch['labels'] or batch['soft_labels'].")
         labels = jnp.asarray(batch["labels"], jnp.int32)
         per_example = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
+    if "label_mask" in batch:
+        # Rows of an unlabelled transfer pool (label_mask 0) carry no target for this term.
+        weights = example_weights(batch, per_example.shape[0]) * _float32(batch["label_mask"])
+        batch = {**batch, "example_mask": weights}
     return mean_over_examples(per_example, batch)
 
 

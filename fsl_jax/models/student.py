@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import jax
+import numpy as np
 
 from fsl_jax.models.config import EncoderConfig
 
@@ -31,8 +32,7 @@ def select_layers(
     """Return a student (config, encoder params) made of the given teacher layers.
 
     Embeddings and pooler come from the teacher, and teacher layer layers[i] becomes
-    student layer i. Arrays are copied, so donating the student's buffers in a train
-    step leaves the teacher intact.
+    student layer i. Arrays are copied to host memory.
     """
     layers = [int(layer) for layer in layers]
     if not layers:

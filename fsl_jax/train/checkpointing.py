@@ -70,7 +70,10 @@ class Checkpointer:
         )
         items = restored["state"]
         state = template.replace(
-            step=items["step"], params=items["params"], opt_state=items["opt_state"], rng=items["rng"]
+            step=items["step"],
+            params=items["params"],
+            opt_state=items["opt_state"],
+            rng=items["rng"],
         )
         logging.info("Restored checkpoint at step %d from %s", step, self.directory / "periodic")
         return state, dict(restored["loop"])

@@ -20,9 +20,14 @@ from fsl_jax.models import Classifier, EncoderConfig
 from fsl_jax.train.checkpointing import Checkpointer
 from fsl_jax.train.loop import LoopSettings, train_loop
 from fsl_jax.train.optimizer import make_optimizer
-from fsl_jax.train.predict import predict_logits
+from fsl_jax.train.predict import predict_outputs
 from fsl_jax.train.state import create_train_state
-from fsl_jax.train.steps import make_eval_step, make_train_step, masked_accuracy, masked_cross_entropy
+from fsl_jax.train.steps import (
+    make_eval_step,
+    make_train_step,
+    masked_accuracy,
+    masked_cross_entropy,
+)
 from fsl_jax.train.writers import MetricWriter
 
 
@@ -57,6 +62,46 @@ def init_params(model: Classifier, encoder_params: dict | None, rng: jax.Array) 
         wanted = params["encoder"]
         params["encoder"] = {key: encoder_params[key] for key in wanted}
     return params
+
+
+def prototype_head(
+    model: Classifier,
+    params: dict,
+    encoded: EncodedDataset,
+    num_labels: int,
+    mesh: Mesh,
+    eval_batch_size: int,
+    length_buckets: tuple[int, ...],
+) -> dict:
+    """Return params whose head is a nearest-class-mean classifier over the pooled vectors.
+
+    Each class's kernel column is the mean pooled vector of its training examples,
+    normalised to unit length when the model normalises its pooled vector (the head is
+    then a cosine classifier). Starting fine-tuning from this head instead of a random
+    one keeps early gradients from distorting the pretrained features.
+    """
+    eval_step = make_eval_step(eval_apply(model), params, mesh, output_keys=("pooled",))
+    batches = batch_iterator(
+        encoded,
+        eval_batch_size,
+        length_buckets,
+        shuffle=False,
+        num_devices=mesh.size,
+        pad_to_devices=True,
+    )
+    pooled = predict_outputs(eval_step, params, batches, mesh, len(encoded), key="pooled")
+    counts = np.bincount(encoded.labels, minlength=num_labels)
+    if np.any(counts == 0):
+        raise ValueError(
+            f"Prototype head needs an example of every class; class counts are {counts.tolist()}."
+        )
+    centroids = np.zeros((num_labels, pooled.shape[1]), np.float32)
+    np.add.at(centroids, encoded.labels, pooled)
+    centroids /= counts[:, None]
+    if model.normalize:
+        centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-6)
+    head = {"kernel": centroids.T.copy(), "bias": np.zeros((num_labels,), np.float32)}
+    return {**params, "head": head}
 
 
 def classification_loss(model: Classifier) -> Callable:
@@ -103,7 +148,7 @@ def evaluate_split(
         num_devices=mesh.size,
         pad_to_devices=True,
     )
-    logits = predict_logits(eval_step, params, batches, mesh, len(encoded))
+    logits = predict_outputs(eval_step, params, batches, mesh, len(encoded))
     metrics = classification_metrics(logits.argmax(-1), encoded.labels, num_classes=num_labels)
     return metrics, logits
 
@@ -200,7 +245,9 @@ def fit_and_select(
         )
         return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
 
-    checkpointer = Checkpointer(workdir / "checkpoints" / f"seed_{seed}" / name, settings.keep_checkpoints)
+    checkpointer = Checkpointer(
+        workdir / "checkpoints" / f"seed_{seed}" / name, settings.keep_checkpoints
+    )
     writer = MetricWriter(workdir, name, seed)
     loop_settings = LoopSettings(
         num_steps=settings.num_steps,

@@ -111,7 +111,9 @@ def train_loop(
             record["best_step"] = step
             record["best_dev"] = dev
             checkpointer.save_best(step, state.params, {"step": step, **dev})
-        logging.info("%s step %d: dev %s (best step %d)", description, step, dev, record["best_step"])
+        logging.info(
+            "%s step %d: dev %s (best step %d)", description, step, dev, record["best_step"]
+        )
 
     progress = tqdm(
         total=settings.num_steps,

@@ -70,12 +70,12 @@ def freeze_labels(params: Any, preset: str, num_layers: int) -> Any:
     return jax.tree_util.tree_map_with_path(label, params)
 
 
-def learning_rate_schedule(
-    config: ml_collections.ConfigDict, total_steps: int
-) -> optax.Schedule:
+def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
     """Return warmup then linear, cosine or constant decay over total_steps optimizer steps."""
     peak = config.learning_rate
-    warmup = int(config.get("warmup_steps", 0) or round(config.get("warmup_ratio", 0.0) * total_steps))
+    warmup = int(
+        config.get("warmup_steps", 0) or round(config.get("warmup_ratio", 0.0) * total_steps)
+    )
     warmup = min(warmup, total_steps)
     decay_steps = max(total_steps - warmup, 1)
     kind = config.get("schedule", "linear")

@@ -1,8 +1,8 @@
-"""Run an eval step over a whole dataset and return one row of logits per example."""
+"""Run an eval step over a whole dataset and return one output row per example."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import jax
 import numpy as np
@@ -11,30 +11,34 @@ from jax.sharding import Mesh
 from fsl_jax.train.mesh import to_global_batch
 
 
-def predict_logits(
+def predict_outputs(
     eval_step: Callable[[Any, dict], dict],
     params: Any,
     batches: Iterable[dict],
     mesh: Mesh,
     num_examples: int,
-) -> np.ndarray:
-    """Return float32 logits [num_examples, C] in dataset order.
+    key: str | Sequence[str] = "logits",
+) -> np.ndarray | dict[str, np.ndarray]:
+    """Return the eval step's output `key` (float32 [num_examples, ...]) in dataset order.
 
-    Rows are placed by batch["example_index"]; padding rows (example_mask 0) are
-    skipped. Raises ValueError when an example is missing or seen twice, so an
-    evaluation never silently drops or double-counts rows.
+    With a sequence of keys, returns a dict of such arrays. Rows are placed by
+    batch["example_index"]; padding rows (example_mask 0) are skipped. Raises
+    ValueError when an example is missing or seen twice, so an evaluation never
+    silently drops or double-counts rows.
     """
-    logits = None
+    keys = [key] if isinstance(key, str) else list(key)
+    rows: dict[str, np.ndarray] = {}
     seen = np.zeros(num_examples, np.int64)
     for batch in batches:
         outputs = jax.device_get(eval_step(params, to_global_batch(batch, mesh)))
         real = batch["example_mask"] > 0
         indices = batch["example_index"][real]
-        if logits is None:
-            logits = np.zeros((num_examples, outputs["logits"].shape[-1]), np.float32)
-        logits[indices] = outputs["logits"][real]
+        for name in keys:
+            if name not in rows:
+                rows[name] = np.zeros((num_examples, *outputs[name].shape[1:]), np.float32)
+            rows[name][indices] = outputs[name][real]
         np.add.at(seen, indices, 1)
-    if logits is None or not np.all(seen == 1):
+    if not rows or not np.all(seen == 1):
         missing = int(np.sum(seen == 0))
         repeated = int(np.sum(seen > 1))
         raise ValueError(
@@ -42,4 +46,4 @@ def predict_logits(
             f"({missing} missing, {repeated} seen more than once); the batch iterator must "
             "yield every example exactly once."
         )
-    return logits
+    return rows[key] if isinstance(key, str) else rows

@@ -34,7 +34,12 @@ class TrainState:
 
     def checkpoint_items(self) -> dict[str, Any]:
         """Return the part of the state that periodic checkpoints save."""
-        return {"step": self.step, "params": self.params, "opt_state": self.opt_state, "rng": self.rng}
+        return {
+            "step": self.step,
+            "params": self.params,
+            "opt_state": self.opt_state,
+            "rng": self.rng,
+        }
 
 
 def create_train_state(
@@ -52,7 +57,10 @@ def create_train_state(
     jit with the matching out_shardings, so it is never materialised elsewhere.
     """
     sharding = param_sharding(params) if param_sharding else replicated(mesh)
-    params = jax.device_put(params, sharding)
+    # A copy inside jit gives params buffers of their own. On CPU, device_put may
+    # alias host memory, and a student built from teacher arrays would then share
+    # buffers with the teacher, which the donating train step cannot take.
+    params = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree), out_shardings=sharding)(params)
     opt_shapes = jax.eval_shape(optimizer.init, params)
     opt_sharding = jax.tree.map(lambda _: replicated(mesh), opt_shapes)
     opt_state = jax.jit(optimizer.init, out_shardings=opt_sharding)(params)

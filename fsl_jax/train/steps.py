@@ -63,19 +63,23 @@ def make_train_step(
 
 
 def make_eval_step(
-    apply_fn: Callable[[Any, dict], dict], params: Any, mesh: Mesh
+    apply_fn: Callable[[Any, dict], dict],
+    params: Any,
+    mesh: Mesh,
+    output_keys: tuple[str, ...] = ("logits",),
 ) -> Callable[[Any, dict], dict]:
-    """Return the jitted `eval_step(params, batch) -> {"logits", "predictions"}`.
+    """Return the jitted `eval_step(params, batch) -> {key: float32 array}` for output_keys.
 
     apply_fn(params, batch) runs the model in eval mode and returns its outputs dict.
     Outputs are replicated so every process can read all rows of the batch.
     """
 
     def eval_step(params, batch):
-        logits = apply_fn(params, batch)["logits"].astype(jnp.float32)
-        return {"logits": logits, "predictions": jnp.argmax(logits, axis=-1).astype(jnp.int32)}
+        outputs = apply_fn(params, batch)
+        return {key: outputs[key].astype(jnp.float32) for key in output_keys}
 
-    param_sharding = jax.tree.map(lambda leaf: leaf.sharding, params)
+    # Host (numpy) params have no sharding yet: jit replicates them.
+    param_sharding = jax.tree.map(lambda leaf: getattr(leaf, "sharding", replicated(mesh)), params)
     return jax.jit(
         eval_step,
         in_shardings=(param_sharding, data_sharded(mesh)),

@@ -1,0 +1,26 @@
+"""Fine-tune all-MiniLM-L6-v2 on SST-2 16-shot, then distil it into a 2-layer student.
+
+The transfer set is the 32 labelled examples plus 2,000 unlabelled GLUE SST-2
+train sentences (labels dropped, any sentence of the seed's splits removed).
+
+Run:
+  python run.py --config=configs/sst2_distill.py --workdir=runs/sst2_distill
+  # Without the unlabelled pool:
+  python run.py --config=configs/sst2_distill.py --workdir=runs/sst2_distill_labelled \\
+      --config.distill.unlabeled.source=''
+
+Expected: see docs/results.md for teacher and student test accuracy.
+"""
+
+from configs import sst2_finetune
+
+
+def get_config():
+    config = sst2_finetune.get_config()
+    config.distill.enabled = True
+    config.distill.student.num_layers = 2
+    config.distill.unlabeled.source = "file"
+    config.distill.unlabeled.path = "SST-2/glue/train_full.tsv"
+    config.distill.unlabeled.max_examples = 2000
+    config.distill.train.num_epochs = 3
+    return config

@@ -1,0 +1,23 @@
+"""Fine-tune all-MiniLM-L6-v2 on TREC 16-shot, then distil it into a 2-layer student.
+
+TREC has no unlabelled pool in the benchmark data, so the transfer pool is the
+train and dev questions of the other four seeds (all drawn from the TREC train
+set), with labels dropped and any question of this seed's splits removed.
+
+Run:
+  python run.py --config=configs/trec_distill.py --workdir=runs/trec_distill
+
+Expected: see docs/results.md for teacher and student test accuracy.
+"""
+
+from configs import trec_finetune
+
+
+def get_config():
+    config = trec_finetune.get_config()
+    config.distill.enabled = True
+    config.distill.student.num_layers = 2
+    config.distill.unlabeled.source = "other_seeds"
+    config.distill.unlabeled.max_examples = 2000
+    config.distill.train.num_epochs = 5
+    return config
