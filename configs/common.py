@@ -40,6 +40,8 @@ def get_base_config() -> ml_collections.ConfigDict:
             dtype="float32",
             # 'prototypes': head starts as the class means of the pooled train vectors.
             head_init="prototypes",
+            # Teacher layers to keep, e.g. (0,) for a 1-layer model; () keeps all.
+            keep_layers=(),
         )
     )
 

@@ -22,6 +22,7 @@ from absl import logging
 from fsl_jax import data as data_lib
 from fsl_jax.checkpoints import load_encoder, resolve_checkpoint
 from fsl_jax.evaluate import aggregate, outputs
+from fsl_jax.models import select_layers
 from fsl_jax.train import distill, finetune
 from fsl_jax.train.mesh import initialize_distributed, make_mesh
 
@@ -162,6 +163,11 @@ def evaluate_test(
 def train_teacher(config, seed, encoded, num_labels, workdir, mesh, checkpoint_dir):
     """Fine-tune the pretrained checkpoint; return (model, best params, loop record)."""
     encoder_config, encoder_params = load_encoder(checkpoint_dir)
+    if config.model.keep_layers:
+        # A shallower teacher from a subset of the checkpoint's layers (fast tests).
+        encoder_config, encoder_params = select_layers(
+            encoder_params, encoder_config, config.model.keep_layers
+        )
     model = finetune.build_classifier(config.model, encoder_config, num_labels)
     params = finetune.init_params(model, encoder_params, jax.random.PRNGKey(seed))
     if config.model.head_init == "prototypes":

@@ -263,7 +263,7 @@ def teacher_cache(
     Raises:
       ValueError: the cache would exceed max_bytes; use the fused path instead.
     """
-    from fsl_jax.data import batch_iterator
+    from fsl_jax.train.finetune import eval_batches
     from fsl_jax.train.predict import predict_outputs
     from fsl_jax.train.steps import make_eval_step
 
@@ -330,14 +330,7 @@ def teacher_cache(
         return flat
 
     eval_step = make_eval_step(apply, teacher_params, mesh, output_keys=tuple(keys))
-    batches = batch_iterator(
-        transfer,
-        settings.eval_batch_size,
-        settings.length_buckets,
-        shuffle=False,
-        num_devices=mesh.size,
-        pad_to_devices=True,
-    )
+    batches = eval_batches(transfer, settings.eval_batch_size, settings.length_buckets, mesh.size)
     outputs = predict_outputs(eval_step, teacher_params, batches, mesh, rows, key=keys)
     cache = {CACHE_PREFIX + key: value for key, value in outputs.items()}
     logging.info("Cached teacher outputs %s for %d rows (%.1f MiB).", keys, rows, size / 2**20)

@@ -14,7 +14,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from fsl_jax.data import EncodedDataset, batch_iterator, num_batches
+from fsl_jax.data import EncodedDataset, batch_iterator, make_batch, num_batches
 from fsl_jax.evaluate.metrics import classification_metrics
 from fsl_jax.models import Classifier, EncoderConfig
 from fsl_jax.train.checkpointing import Checkpointer
@@ -81,14 +81,7 @@ def prototype_head(
     one keeps early gradients from distorting the pretrained features.
     """
     eval_step = make_eval_step(eval_apply(model), params, mesh, output_keys=("pooled",))
-    batches = batch_iterator(
-        encoded,
-        eval_batch_size,
-        length_buckets,
-        shuffle=False,
-        num_devices=mesh.size,
-        pad_to_devices=True,
-    )
+    batches = eval_batches(encoded, eval_batch_size, length_buckets, mesh.size)
     pooled = predict_outputs(eval_step, params, batches, mesh, len(encoded), key="pooled")
     counts = np.bincount(encoded.labels, minlength=num_labels)
     if np.any(counts == 0):
@@ -136,18 +129,25 @@ def eval_apply(model: Classifier) -> Callable[[Any, dict], dict]:
     return apply
 
 
+def eval_batches(
+    encoded: EncodedDataset, batch_size: int, length_buckets: tuple[int, ...], num_devices: int
+):
+    """Yield eval batches over every example, shortest rows first.
+
+    Sorting by length puts rows of similar length together, so most batches fit a
+    short length bucket; results go back to dataset order through example_index.
+    """
+    batch_size = math.ceil(batch_size / num_devices) * num_devices
+    order = np.argsort(encoded.lengths, kind="stable")
+    for start in range(0, len(order), batch_size):
+        yield make_batch(encoded, order[start : start + batch_size], batch_size, length_buckets)
+
+
 def evaluate_split(
     eval_step, params, encoded: EncodedDataset, settings, mesh: Mesh, num_labels: int
 ) -> tuple[dict[str, float], np.ndarray]:
     """Return (accuracy, macro-F1 and count over every example, logits [N, C])."""
-    batches = batch_iterator(
-        encoded,
-        settings.eval_batch_size,
-        settings.length_buckets,
-        shuffle=False,
-        num_devices=mesh.size,
-        pad_to_devices=True,
-    )
+    batches = eval_batches(encoded, settings.eval_batch_size, settings.length_buckets, mesh.size)
     logits = predict_outputs(eval_step, params, batches, mesh, len(encoded))
     metrics = classification_metrics(logits.argmax(-1), encoded.labels, num_classes=num_labels)
     return metrics, logits
