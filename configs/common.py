@@ -2,6 +2,8 @@
 
 import ml_collections
 
+from fsl_jax.augment import policy as augment_policy
+
 LMBFF_SEEDS = (13, 21, 42, 87, 100)
 
 
@@ -78,6 +80,10 @@ def get_base_config() -> ml_collections.ConfigDict:
             stop_after=0,  # >0: stop after this many steps, as if killed (resume tests).
         )
     )
+
+    # Off by default; e.g. ops="random_deletion=0.1,token_cutoff=0.1" with
+    # copies_per_example=4. See docs/augmentation.md.
+    config.augment = augment_policy.default_config()
 
     config.distill = get_distill_config(config)
 

@@ -23,7 +23,7 @@ from fsl_jax import data as data_lib
 from fsl_jax.checkpoints import load_encoder, resolve_checkpoint
 from fsl_jax.evaluate import aggregate, outputs
 from fsl_jax.models import select_layers
-from fsl_jax.train import distill, finetune
+from fsl_jax.train import augmentation, distill, finetune
 from fsl_jax.train.mesh import initialize_distributed, make_mesh
 
 # ----------------------------------------------------------------------------
@@ -160,7 +160,9 @@ def evaluate_test(
     return metrics, seconds
 
 
-def train_teacher(config, seed, encoded, num_labels, workdir, mesh, checkpoint_dir):
+def train_teacher(
+    config, seed, encoded, num_labels, workdir, mesh, checkpoint_dir, policy, token_ids
+):
     """Fine-tune the pretrained checkpoint; return (model, best params, loop record)."""
     encoder_config, encoder_params = load_encoder(checkpoint_dir)
     if config.model.keep_layers:
@@ -188,9 +190,9 @@ def train_teacher(config, seed, encoded, num_labels, workdir, mesh, checkpoint_d
         name="teacher",
         seed=seed,
         params=params,
-        loss_fn=finetune.classification_loss(model),
+        loss_fn=finetune.classification_loss(model, policy, token_ids),
         eval_fn=finetune.eval_apply(model),
-        train_data=encoded["train"],
+        train_data=encoded["train_finetuning"],
         dev_data=encoded["dev"],
         num_labels=num_labels,
         optimizer_config=config.optimizer,
@@ -208,7 +210,17 @@ def train_teacher(config, seed, encoded, num_labels, workdir, mesh, checkpoint_d
 
 
 def distill_student(
-    config, seed, encoded, cleaned, tokenizer, teacher, teacher_params, workdir, mesh
+    config,
+    seed,
+    encoded,
+    cleaned,
+    tokenizer,
+    teacher,
+    teacher_params,
+    workdir,
+    mesh,
+    policy,
+    token_ids,
 ):
     """Distil the fine-tuned teacher; return (student model, best params, record)."""
     from fsl_jax.losses import build_objective
@@ -232,7 +244,7 @@ def distill_student(
     params = {"student": student_params, "objective": objective_params}
 
     pool = load_unlabelled_pool(config, seed, cleaned, tokenizer)
-    transfer, label_mask = distill.concat_transfer_sets(encoded["train"], pool)
+    transfer, label_mask = distill.concat_transfer_sets(encoded["train_transfer_set"], pool)
     train_config = config.train.copy_and_resolve_references()
     with train_config.unlocked():
         train_config.update(distill_config.train.to_dict())
@@ -260,7 +272,7 @@ def distill_student(
         name="student",
         seed=seed,
         params=params,
-        loss_fn=distill.distillation_loss(student, teacher, objective),
+        loss_fn=distill.distillation_loss(student, teacher, objective, policy, token_ids),
         eval_fn=finetune.eval_apply(student),
         train_data=transfer,
         dev_data=encoded["dev"],
@@ -290,8 +302,16 @@ def run_seed(config, seed: int, workdir: Path, mesh, checkpoint_dir: Path, token
     encoded, vocab, cleaned = load_seed_data(config, seed, tokenizer, workdir)
     num_labels = len(vocab)
 
+    policy = augmentation.make_policy(config.augment)
+    token_ids = augmentation.TokenIds.from_tokenizer(tokenizer)
+    for purpose in ("finetuning", "transfer_set"):
+        split = augmentation.augmented_split(cleaned["train"], policy, seed, purpose)
+        encoded[f"train_{purpose}"] = data_lib.encode_split(
+            tokenizer, split, config.max_length, vocab
+        )
+
     teacher, teacher_params, teacher_record = train_teacher(
-        config, seed, encoded, num_labels, workdir, mesh, checkpoint_dir
+        config, seed, encoded, num_labels, workdir, mesh, checkpoint_dir, policy, token_ids
     )
     if teacher_params is None:
         return {}
@@ -312,7 +332,17 @@ def run_seed(config, seed: int, workdir: Path, mesh, checkpoint_dir: Path, token
 
     if config.get("distill") is not None and config.distill.enabled:
         student, student_params, student_record = distill_student(
-            config, seed, encoded, cleaned, tokenizer, teacher, teacher_params, workdir, mesh
+            config,
+            seed,
+            encoded,
+            cleaned,
+            tokenizer,
+            teacher,
+            teacher_params,
+            workdir,
+            mesh,
+            policy,
+            token_ids,
         )
         if student_params is None:
             return {}

@@ -411,8 +411,13 @@ def load_synonym_source(
     if synonym_file:
         sources.append(FileSynonyms.from_tsv(synonym_file))
     if checkpoint_dir:
+        # Accept a checkpoint name such as "all-MiniLM-L6-v2" as well as a directory.
+        from fsl_jax.checkpoints.resolve import resolve_checkpoint
+
         sources.append(
-            EmbeddingSynonyms.from_checkpoint(checkpoint_dir, excluded_words=excluded_words)
+            EmbeddingSynonyms.from_checkpoint(
+                resolve_checkpoint(checkpoint_dir), excluded_words=excluded_words
+            )
         )
     if not sources:
         return None

@@ -105,44 +105,66 @@ def distillation_loss(
     student: Classifier,
     teacher: Classifier,
     objective: DistillationObjective,
+    policy=None,
+    token_ids=None,
 ) -> Callable:
     """Return loss_fn(params, teacher_params, batch, rng, step) for distillation.
 
     params is {"student": classifier params, "objective": objective params}. The
-    teacher runs in eval mode on the same inputs unless the batch carries cached
-    teacher outputs (keys starting with `teacher_`).
+    teacher runs in eval mode on the same (augmented) inputs as the student, unless
+    the batch carries cached teacher outputs (keys starting with `teacher_`).
     """
+    from fsl_jax.train import augmentation
+    from fsl_jax.train.finetune import apply_model
+
     required = objective.required_outputs
-    want_hidden = "hidden_states" in required
-    want_attentions = "attentions" in required
+    extra_outputs = {
+        "output_hidden_states": "hidden_states" in required,
+        "output_attentions": "attentions" in required,
+    }
+    augmenting = policy is not None and augmentation.has_device_ops(policy)
 
     def loss_fn(params, teacher_params, batch, rng, step):
-        input_ids, attention_mask, token_type_ids = model_inputs(batch)
+        dropout_rng, augment_rng = jax.random.split(rng)
+        inputs, loss_batch, mixing = batch, batch, None
+        if augmenting:
+            inputs, loss_batch, mixing = augmentation.augment_inputs(
+                student,
+                params["student"],
+                batch,
+                augment_rng,
+                policy,
+                token_ids,
+                student.num_labels,
+            )
         if any(key.startswith(CACHE_PREFIX) for key in batch):
+            if augmenting:
+                raise ValueError(
+                    "Cached teacher outputs cannot follow on-device augmentation; set "
+                    "distill.cache_teacher=False or remove the device operations."
+                )
             teacher_out = teacher_outputs_from_cache(batch)
         elif objective.requires_teacher:
-            teacher_out = teacher.apply(
-                {"params": teacher_params},
-                input_ids,
-                attention_mask,
-                token_type_ids,
+            teacher_out = apply_model(
+                teacher,
+                teacher_params,
+                augmentation.teacher_inputs(teacher, teacher_params, inputs, mixing),
                 deterministic=True,
-                output_hidden_states=want_hidden,
-                output_attentions=want_attentions,
+                **extra_outputs,
             )
         else:
             teacher_out = None
-        student_out = student.apply(
-            {"params": params["student"]},
-            input_ids,
-            attention_mask,
-            token_type_ids,
+        student_out = apply_model(
+            student,
+            params["student"],
+            inputs,
             deterministic=False,
-            rngs={"dropout": rng},
-            output_hidden_states=want_hidden,
-            output_attentions=want_attentions,
+            rngs={"dropout": dropout_rng},
+            **extra_outputs,
         )
-        loss, metrics = objective(params.get("objective"), student_out, teacher_out, batch, step)
+        loss, metrics = objective(
+            params.get("objective"), student_out, teacher_out, loss_batch, step
+        )
         labelled = {**batch, "example_mask": batch["example_mask"] * batch.get("label_mask", 1.0)}
         metrics["accuracy"] = masked_accuracy(student_out["logits"], labelled)
         return loss, metrics

@@ -17,6 +17,7 @@ from jax.sharding import Mesh
 from fsl_jax.data import EncodedDataset, batch_iterator, make_batch, num_batches
 from fsl_jax.evaluate.metrics import classification_metrics
 from fsl_jax.models import Classifier, EncoderConfig
+from fsl_jax.train import augmentation
 from fsl_jax.train.checkpointing import Checkpointer
 from fsl_jax.train.loop import LoopSettings, train_loop
 from fsl_jax.train.optimizer import make_optimizer
@@ -97,20 +98,39 @@ def prototype_head(
     return {**params, "head": head}
 
 
-def classification_loss(model: Classifier) -> Callable:
-    """Return loss_fn(params, teacher_params, batch, rng, step) for plain fine-tuning."""
+def apply_model(model: Classifier, params, inputs: dict, **kwargs) -> dict:
+    """Run model on a dict of inputs (ids, masks and optional embedding inputs)."""
+    return model.apply(
+        {"params": params},
+        inputs["input_ids"],
+        inputs["attention_mask"],
+        inputs["token_type_ids"],
+        inputs_embeds=inputs.get("inputs_embeds"),
+        embedding_scale=inputs.get("embedding_scale"),
+        **kwargs,
+    )
+
+
+def classification_loss(model: Classifier, policy=None, token_ids=None) -> Callable:
+    """Return loss_fn(params, teacher_params, batch, rng, step) for fine-tuning.
+
+    With an augmentation policy that names device operations (cutoff, mixup), they
+    are applied to each batch inside the step, with keys split from rng.
+    """
+    augmenting = policy is not None and augmentation.has_device_ops(policy)
 
     def loss_fn(params, teacher_params, batch, rng, step):
         del teacher_params, step
-        outputs = model.apply(
-            {"params": params},
-            batch["input_ids"],
-            batch["attention_mask"],
-            batch["token_type_ids"],
-            deterministic=False,
-            rngs={"dropout": rng},
+        dropout_rng, augment_rng = jax.random.split(rng)
+        inputs, loss_batch = batch, batch
+        if augmenting:
+            inputs, loss_batch, _ = augmentation.augment_inputs(
+                model, params, batch, augment_rng, policy, token_ids, model.num_labels
+            )
+        outputs = apply_model(
+            model, params, inputs, deterministic=False, rngs={"dropout": dropout_rng}
         )
-        loss = masked_cross_entropy(outputs["logits"], batch)
+        loss = masked_cross_entropy(outputs["logits"], loss_batch)
         return loss, {"accuracy": masked_accuracy(outputs["logits"], batch)}
 
     return loss_fn
