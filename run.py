@@ -38,7 +38,12 @@ def main(argv):
     flags.FLAGS.alsologtostderr = True
     logging.info("fsl_jax run: config %s, workdir %s", flags.FLAGS["config"].value, _WORKDIR.value)
     logging.info("Config:\n%s", _CONFIG.value)
-    pipeline.run(_CONFIG.value, _WORKDIR.value)
+    if "ablation" in _CONFIG.value:
+        from fsl_jax import ablation
+
+        ablation.run_ablation(_CONFIG.value, _WORKDIR.value)
+    else:
+        pipeline.run(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":

@@ -107,6 +107,9 @@ def get_distill_config(base: ml_collections.ConfigDict) -> ml_collections.Config
     """
     distill = ml_collections.ConfigDict()
     distill.enabled = False
+    # A finished fine-tune workdir (same teacher config and seeds) whose teachers to
+    # reuse instead of training new ones; '' trains the teacher in this run.
+    distill.teacher_workdir = ""
     distill.temperature = 2.0
     distill.terms = ml_collections.ConfigDict(
         dict(
@@ -143,5 +146,7 @@ def get_distill_config(base: ml_collections.ConfigDict) -> ml_collections.Config
     distill.optimizer = base.optimizer.copy_and_resolve_references()
     distill.optimizer.learning_rate = 1e-4
     # Overrides of config.train for the student.
-    distill.train = ml_collections.ConfigDict(dict(num_epochs=30, num_steps=0))
+    distill.train = ml_collections.ConfigDict(
+        dict(batch_size=8, num_epochs=30, num_steps=0, eval_every=20)
+    )
     return distill

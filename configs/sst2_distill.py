@@ -1,6 +1,6 @@
 """Fine-tune all-MiniLM-L6-v2 on SST-2 16-shot, then distil it into a 2-layer student.
 
-The transfer set is the 32 labelled examples plus 2,000 unlabelled GLUE SST-2
+The transfer set is the 32 labelled examples plus 1,000 unlabelled GLUE SST-2
 train sentences (labels dropped, any sentence of the seed's splits removed).
 
 Run:
@@ -21,6 +21,8 @@ def get_config():
     config.distill.student.num_layers = 2
     config.distill.unlabeled.source = "file"
     config.distill.unlabeled.path = "SST-2/glue/train_full.tsv"
-    config.distill.unlabeled.max_examples = 2000
-    config.distill.train.num_epochs = 3
+    config.distill.unlabeled.max_examples = 1000
+    config.distill.train.batch_size = 16
+    config.distill.train.num_steps = 200
+    config.distill.train.eval_every = 50
     return config

@@ -18,6 +18,8 @@ def get_config():
     config.distill.enabled = True
     config.distill.student.num_layers = 2
     config.distill.unlabeled.source = "other_seeds"
-    config.distill.unlabeled.max_examples = 2000
-    config.distill.train.num_epochs = 5
+    config.distill.unlabeled.max_examples = 1000
+    config.distill.train.batch_size = 16
+    config.distill.train.num_steps = 200
+    config.distill.train.eval_every = 50
     return config

@@ -24,7 +24,8 @@ from fsl_jax.checkpoints import load_encoder, resolve_checkpoint
 from fsl_jax.evaluate import aggregate, outputs
 from fsl_jax.models import select_layers
 from fsl_jax.train import augmentation, distill, finetune
-from fsl_jax.train.mesh import initialize_distributed, make_mesh
+from fsl_jax.train.checkpointing import Checkpointer
+from fsl_jax.train.mesh import initialize_distributed, make_mesh, replicated
 
 # ----------------------------------------------------------------------------
 # Set-up.
@@ -186,6 +187,10 @@ def train_teacher(
         raise ValueError(
             f"Unknown model.head_init {config.model.head_init!r}; use 'prototypes' or 'random'."
         )
+    teacher_workdir = config.distill.get("teacher_workdir") if config.get("distill") else ""
+    if teacher_workdir:
+        return (model, *load_finished_teacher(Path(teacher_workdir), seed, params, mesh))
+
     best_params, record, _ = finetune.fit_and_select(
         name="teacher",
         seed=seed,
@@ -202,6 +207,36 @@ def train_teacher(
         workdir=workdir,
     )
     return model, best_params, record
+
+
+def load_finished_teacher(teacher_workdir: Path, seed: int, template_params, mesh):
+    """Return (best params, loop record) of a teacher trained by an earlier run.
+
+    The earlier run's config must build the same teacher (checkpoint, layers, head).
+    """
+    seed_file = teacher_workdir / "seeds" / f"seed_{seed}.json"
+    if not seed_file.is_file():
+        raise FileNotFoundError(
+            f"distill.teacher_workdir={teacher_workdir} has no finished seed {seed} ({seed_file} "
+            "is missing); run the fine-tune config there first, with the same seeds."
+        )
+    teacher_metrics = json.loads(seed_file.read_text())["teacher"]
+    checkpointer = Checkpointer(teacher_workdir / "checkpoints" / f"seed_{seed}" / "teacher")
+    template = jax.device_put(template_params, replicated(mesh))
+    params, best = checkpointer.restore_best(template)
+    checkpointer.close()
+    record = {
+        "best_step": int(teacher_metrics["best_step"]),
+        "best_dev": {"accuracy": best["accuracy"], "macro_f1": best["macro_f1"]},
+        "history": [],
+    }
+    logging.info(
+        "Seed %d: reusing the teacher of %s (best step %d).",
+        seed,
+        teacher_workdir,
+        record["best_step"],
+    )
+    return params, record
 
 
 # ----------------------------------------------------------------------------

@@ -35,6 +35,7 @@ class LoopSettings:
       log_every: steps between train-metric lines.
       select_metric: dev metric that picks the best checkpoint (higher is better).
       stop_after: stop (as if killed) after this many steps; for resume tests.
+      eval_at_start: evaluate the initial params at step 0 as a selection candidate.
     """
 
     num_steps: int
@@ -44,6 +45,7 @@ class LoopSettings:
     log_every: int = 10
     select_metric: str = "accuracy"
     stop_after: int | None = None
+    eval_at_start: bool = True
 
 
 def _batches_from(
@@ -114,6 +116,11 @@ def train_loop(
         logging.info(
             "%s step %d: dev %s (best step %d)", description, step, dev, record["best_step"]
         )
+
+    if start_step == 0 and settings.eval_at_start:
+        # Step 0 scores the initial params (e.g. a prototype head), so selection on dev
+        # can keep them when training only hurts.
+        run_eval(0)
 
     progress = tqdm(
         total=settings.num_steps,
