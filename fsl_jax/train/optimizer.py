@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -92,15 +93,23 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) 
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
 
 
-def _scale_by_tree(factors: Any) -> optax.GradientTransformation:
-    """Multiply each update by a fixed per-parameter factor."""
+def _scale_by_path(factor: Callable[[tuple[str, ...]], float]) -> optax.GradientTransformation:
+    """Multiply each update by factor(names on its path), a fixed per-parameter factor.
+
+    The factor is looked up from each update's own path rather than from a tree
+    built in advance, because optax.multi_transform (the freeze presets) hands the
+    inner chain a tree whose frozen leaves are replaced by MaskedNode.
+    """
 
     def init(_):
         return optax.EmptyState()
 
     def update(updates, state, params=None):
         del params
-        return jax.tree.map(lambda update, factor: update * factor, updates, factors), state
+        scaled = jax.tree_util.tree_map_with_path(
+            lambda path, update: update * factor(_path_names(path)), updates
+        )
+        return scaled, state
 
     return optax.GradientTransformation(init, update)
 
@@ -110,11 +119,15 @@ def make_optimizer(
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Build the optimizer named by config (the `optimizer` section of a run config).
 
-    total_steps counts optimizer updates, after gradient accumulation. Keys:
-    learning_rate, weight_decay, schedule, warmup_steps or warmup_ratio, end_factor,
-    clip_norm, accumulate_steps, layer_decay, head_lr_scale, freeze, b1, b2, eps.
+    total_steps counts train steps. With accumulate_steps=k, optimizer updates
+    happen every k train steps, so the schedule (and warmup_ratio) spans
+    ceil(total_steps / k) updates. Keys: learning_rate, weight_decay, schedule,
+    warmup_steps or warmup_ratio, end_factor, clip_norm, accumulate_steps,
+    layer_decay, head_lr_scale, freeze, b1, b2, eps. warmup_steps also counts
+    optimizer updates. Returns (optimizer, schedule of the update count).
     """
-    schedule = learning_rate_schedule(config, total_steps)
+    accumulate = config.get("accumulate_steps", 1)
+    schedule = learning_rate_schedule(config, math.ceil(total_steps / max(accumulate, 1)))
     transforms = []
     if config.get("clip_norm", 0.0):
         transforms.append(optax.clip_by_global_norm(config.clip_norm))
@@ -133,13 +146,12 @@ def make_optimizer(
     head_lr_scale = config.get("head_lr_scale", 1.0)
     if layer_decay != 1.0 or head_lr_scale != 1.0:
 
-        def factor(path, _):
-            names = _path_names(path)
+        def factor(names):
             if "encoder" not in names:
                 return head_lr_scale
             return layer_decay ** (num_layers + 1 - layer_depth(names, num_layers))
 
-        transforms.append(_scale_by_tree(jax.tree_util.tree_map_with_path(factor, params)))
+        transforms.append(_scale_by_path(factor))
 
     optimizer = optax.chain(*transforms)
     preset = config.get("freeze", "none")
@@ -150,7 +162,6 @@ def make_optimizer(
         optimizer = optax.multi_transform(
             {"train": optimizer, "frozen": optax.set_to_zero()}, labels
         )
-    accumulate = config.get("accumulate_steps", 1)
     if accumulate > 1:
         optimizer = optax.MultiSteps(optimizer, every_k_schedule=accumulate)
     return optimizer, schedule
