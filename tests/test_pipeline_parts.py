@@ -1,0 +1,198 @@
+"""Pipeline pieces: ablation overrides, prototype head, augmentation in the step, transfer sets."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+
+from fsl_jax import augment
+from fsl_jax import data as data_lib
+from fsl_jax import pipeline
+from fsl_jax.ablation import apply_overrides, parse_overrides
+from fsl_jax.checkpoints import load_encoder
+from fsl_jax.models import Classifier, EncoderConfig, select_layers
+from fsl_jax.train import augmentation, distill, finetune
+from fsl_jax.train.mesh import make_mesh
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from configs import sst2_finetune  # noqa: E402
+
+TINY = EncoderConfig(
+    vocab_size=120,
+    hidden_size=16,
+    num_layers=2,
+    num_heads=2,
+    intermediate_size=32,
+    max_position_embeddings=32,
+)
+
+
+def test_parse_overrides_types_values():
+    parsed = parse_overrides("distill.terms.ce.weight=0.5, distill.temperature=4,model.pooling=cls")
+    assert parsed == [
+        ("distill.terms.ce.weight", 0.5),
+        ("distill.temperature", 4),
+        ("model.pooling", "cls"),
+    ]
+
+
+def test_parse_overrides_rejects_missing_equals():
+    with pytest.raises(ValueError, match="expected key=value"):
+        parse_overrides("distill.terms.ce.weight")
+
+
+def test_apply_overrides_unknown_key_names_it():
+    config = sst2_finetune.get_config()
+    with pytest.raises(KeyError, match="lerning_rate"):
+        apply_overrides(config, [("optimizer.lerning_rate", 1.0)])
+
+
+def test_apply_overrides_keeps_float_type():
+    config = sst2_finetune.get_config()
+    changed = apply_overrides(config, [("distill.temperature", 4)])
+    assert changed.distill.temperature == 4.0
+    assert isinstance(changed.distill.temperature, float)
+    assert config.distill.temperature == 2.0
+
+
+@pytest.fixture(scope="module")
+def sst2_seed13(data_dir, minilm_dir):
+    tokenizer = data_lib.Tokenizer.from_pretrained(minilm_dir)
+    splits, vocab = data_lib.load_task("sst2", seed=13, k=16, data_dir=data_dir)
+    train = data_lib.encode_split(tokenizer, splits["train"], 32, vocab)
+    return tokenizer, train, vocab
+
+
+def test_prototype_head_is_nearest_class_mean(minilm_dir, sst2_seed13):
+    _, train, vocab = sst2_seed13
+    encoder_config, encoder_params = load_encoder(minilm_dir)
+    encoder_config, encoder_params = select_layers(encoder_params, encoder_config, [0])
+    config = sst2_finetune.get_config()
+    model = finetune.build_classifier(config.model, encoder_config, len(vocab))
+    params = finetune.init_params(model, encoder_params, jax.random.PRNGKey(0))
+    mesh = make_mesh(1)
+    params = finetune.prototype_head(model, params, train, len(vocab), mesh, 16, (32,))
+
+    batch = next(finetune.eval_batches(train, 32, (32,), 1))
+    outputs = finetune.eval_apply(model)(params, batch)
+    assert batch["example_mask"].all()  # 32 rows: one full batch, in batch-row order.
+    pooled = np.asarray(outputs["pooled"])
+    labels = train.labels[batch["example_index"]]
+    centroids = np.stack([pooled[labels == label].mean(0) for label in range(len(vocab))])
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    expected = (pooled @ centroids.T).argmax(1)
+    predicted = np.asarray(outputs["logits"]).argmax(1)
+    np.testing.assert_array_equal(predicted, expected)
+
+
+def _tiny_batch():
+    ids = np.array(
+        [[101, 7, 8, 9, 102, 0], [101, 11, 12, 102, 0, 0], [101, 5, 102, 0, 0, 0], [0] * 6],
+        np.int32,
+    )
+    return {
+        "input_ids": ids,
+        "attention_mask": (ids > 0).astype(np.int32),
+        "token_type_ids": np.zeros_like(ids),
+        "labels": np.array([0, 1, 0, 0], np.int32),
+        "example_mask": np.array([1, 1, 1, 0], np.float32),
+        "example_index": np.array([0, 1, 2, -1], np.int32),
+    }
+
+
+def test_augment_inputs_cutoff_and_mixup_under_jit():
+    model = Classifier(TINY, num_labels=2, pooling="mean")
+    batch = _tiny_batch()
+    params = model.init(jax.random.key(0), batch["input_ids"], batch["attention_mask"])["params"]
+    policy = augment.AugmentPolicy(ops="token_cutoff=0.5,mixup=0.4")
+    token_ids = augmentation.TokenIds(special=(0, 101, 102), mask=103 % 120, vocab_size=120)
+
+    @jax.jit
+    def run(params, batch, key):
+        return augmentation.augment_inputs(model, params, batch, key, policy, token_ids, 2)
+
+    inputs, loss_batch, mixing = run(params, batch, jax.random.key(1))
+    special = np.isin(batch["input_ids"], (0, 101, 102))
+    np.testing.assert_array_equal(
+        np.asarray(inputs["input_ids"])[special], batch["input_ids"][special]
+    )
+    soft = np.asarray(loss_batch["soft_labels"])
+    np.testing.assert_allclose(soft[:3].sum(axis=1), 1.0, atol=1e-6)
+    assert inputs["inputs_embeds"].shape == (4, 6, TINY.hidden_size)
+    assert mixing is not None
+
+
+def test_teacher_sees_student_mixed_inputs():
+    model = Classifier(TINY, num_labels=2, pooling="mean")
+    batch = _tiny_batch()
+    params = model.init(jax.random.key(0), batch["input_ids"], batch["attention_mask"])["params"]
+    policy = augment.AugmentPolicy(ops="mixup=0.4")
+    token_ids = augmentation.TokenIds(special=(0, 101, 102), mask=None, vocab_size=120)
+    inputs, _, mixing = augmentation.augment_inputs(
+        model, params, batch, jax.random.key(2), policy, token_ids, 2
+    )
+    # With the teacher equal to the student, it must receive exactly the same embeddings.
+    teacher_in = augmentation.teacher_inputs(model, params, inputs, mixing)
+    np.testing.assert_allclose(teacher_in["inputs_embeds"], inputs["inputs_embeds"], atol=1e-6)
+
+
+def test_classification_loss_with_device_ops_is_finite():
+    model = Classifier(TINY, num_labels=2, pooling="mean")
+    batch = _tiny_batch()
+    params = model.init(jax.random.key(0), batch["input_ids"], batch["attention_mask"])["params"]
+    policy = augment.AugmentPolicy(ops="span_cutoff=0.3,mixup=0.4")
+    token_ids = augmentation.TokenIds(special=(0, 101, 102), mask=3, vocab_size=120)
+    loss_fn = finetune.classification_loss(model, policy, token_ids)
+    grad_fn = jax.jit(jax.grad(lambda p: loss_fn(p, None, batch, jax.random.key(4), 0)[0]))
+    grads = grad_fn(params)
+    assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(grads))
+
+
+def test_transfer_set_masks_pool_labels(sst2_seed13):
+    tokenizer, train, _ = sst2_seed13
+    pool_split = data_lib.Split(
+        name="pool",
+        examples=[
+            data_lib.Example(text="an unlabelled sentence"),
+            data_lib.Example(text="another"),
+        ],
+    )
+    pool = data_lib.encode_split(tokenizer, pool_split, 16)
+    joined, label_mask = distill.concat_transfer_sets(train, pool)
+    assert len(joined) == len(train) + 2
+    np.testing.assert_array_equal(label_mask, [1.0] * len(train) + [0.0, 0.0])
+    assert joined.max_length == 32
+
+
+def test_add_per_example_gathers_and_cuts_tokens():
+    batch = _tiny_batch()
+    hidden = np.arange(3 * 8 * 2, dtype=np.float32).reshape(3, 8, 2)
+    out = next(distill.add_per_example(iter([batch]), {"teacher_hidden_states_0": hidden}))
+    values = out["teacher_hidden_states_0"]
+    assert values.shape == (4, 6, 2)
+    np.testing.assert_array_equal(values[:3], hidden[:, :6])
+    assert np.all(values[3] == 0)
+
+
+def test_missing_teacher_workdir_explains_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run the fine-tune config there first"):
+        pipeline.load_finished_teacher(tmp_path, 13, {}, make_mesh(1))
+
+
+def test_cached_teacher_rejects_device_augmentation():
+    model = Classifier(TINY, num_labels=2, pooling="mean")
+    batch = _tiny_batch()
+    params = model.init(jax.random.key(0), batch["input_ids"], batch["attention_mask"])["params"]
+    from fsl_jax.losses import build_objective
+
+    objective = build_objective({"terms": {"kd": {"weight": 1.0}}, "temperature": 2.0})
+    policy = augment.AugmentPolicy(ops="token_cutoff=0.2")
+    token_ids = augmentation.TokenIds(special=(0, 101, 102), mask=3, vocab_size=120)
+    loss_fn = distill.distillation_loss(model, model, objective, policy, token_ids)
+    cached = {**batch, "teacher_logits": jnp.zeros((4, 2))}
+    with pytest.raises(ValueError, match="cache_teacher=False"):
+        loss_fn({"student": params, "objective": {}}, params, cached, jax.random.key(0), 0)
