@@ -18,6 +18,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.max_length = 128
     config.num_devices = 0  # 0: every visible device.
     config.compilation_cache_dir = "~/.cache/fsl_jax/xla"
+    # Also write each seed's best teacher and student as Hugging Face directories
+    # (config.json, model.safetensors, tokenizer) under <workdir>/export/.
+    config.export_hf = False
 
     config.cleaning = ml_collections.ConfigDict(
         dict(

@@ -20,7 +20,7 @@ import numpy as np
 from absl import logging
 
 from fsl_jax import data as data_lib
-from fsl_jax.checkpoints import load_encoder, resolve_checkpoint
+from fsl_jax.checkpoints import export_hf, load_encoder, resolve_checkpoint
 from fsl_jax.evaluate import aggregate, outputs
 from fsl_jax.models import select_layers
 from fsl_jax.train import augmentation, distill, finetune
@@ -326,6 +326,26 @@ def distill_student(
     return student, best_params["student"], record
 
 
+def export_model(name: str, model, params, seed: int, workdir: Path, checkpoint_dir: Path, vocab):
+    """Write params as a Hugging Face directory under <workdir>/export/<name>_seed<seed>."""
+    if jax.process_index() != 0:
+        return
+    directory = workdir / "export" / f"{name}_seed{seed}"
+    export_hf(
+        directory,
+        model.config,
+        jax.device_get(params["encoder"]),
+        tokenizer_dir=checkpoint_dir,
+        head_params=jax.device_get(params["head"]),
+        label_names=vocab.names,
+        extra_config={
+            "fsl_jax_pooling": model.pooling,
+            "fsl_jax_normalize": model.normalize,
+            "fsl_jax_head_scale": model.head_scale,
+        },
+    )
+
+
 # ----------------------------------------------------------------------------
 # One seed, all stages.
 # ----------------------------------------------------------------------------
@@ -353,6 +373,8 @@ def run_seed(config, seed: int, workdir: Path, mesh, checkpoint_dir: Path, token
     teacher_metrics, teacher_seconds = evaluate_test(
         "teacher", teacher, teacher_params, encoded, config, seed, workdir, mesh
     )
+    if config.export_hf:
+        export_model("teacher", teacher, teacher_params, seed, workdir, checkpoint_dir, vocab)
     results = {
         "teacher": {
             "dev_accuracy": teacher_record["best_dev"]["accuracy"],
@@ -384,6 +406,8 @@ def run_seed(config, seed: int, workdir: Path, mesh, checkpoint_dir: Path, token
         student_metrics, student_seconds = evaluate_test(
             "student", student, student_params, encoded, config, seed, workdir, mesh
         )
+        if config.export_hf:
+            export_model("student", student, student_params, seed, workdir, checkpoint_dir, vocab)
         results["student"] = {
             "dev_accuracy": student_record["best_dev"]["accuracy"],
             "test_accuracy": student_metrics["accuracy"],
