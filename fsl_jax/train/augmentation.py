@@ -42,7 +42,8 @@ def augmented_split(
 ) -> data_lib.Split:
     """Return the split followed by the policy's host-side copies (made once, from seed).
 
-    purpose is 'finetuning' or 'transfer_set' (the policy says which gets copies).
+    purpose is 'finetuning' or 'transfer_set', and the policy's for_finetuning and
+    for_transfer_set flags decide which of them gets the copies.
     Copies keep their source's label.
     """
     if policy.copies_per_example == 0 or not policy.host_ops:

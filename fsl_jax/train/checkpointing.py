@@ -22,7 +22,7 @@ def _abstract(tree: Any) -> Any:
 class Checkpointer:
     """Periodic checkpoints (latest `keep` steps) and the best checkpoint on dev.
 
-    Each periodic checkpoint holds the train state (without the teacher) and a
+    Each periodic checkpoint contains the train state (without the teacher) and a
     JSON record of the loop (best dev score so far, history), so that a resumed
     run continues exactly where the interrupted one stopped. Restoring reads the
     arrays straight into the shardings of a template state, so a run can resume

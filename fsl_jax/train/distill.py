@@ -244,10 +244,9 @@ def concat_transfer_sets(labelled: EncodedDataset, unlabelled: EncodedDataset | 
 def add_per_example(batches: Iterator[dict], arrays: Mapping[str, np.ndarray]) -> Iterator[dict]:
     """Add per-example arrays to each batch, gathered by example_index.
 
-    An array [N, T_max, ...] whose second axis is a token axis (names containing
-    'hidden_states', 'attentions' or 'last_hidden_state') is cut to the batch's
-    length; attention maps [N, heads, T, T] are cut on both token axes. Padding
-    rows get zeros.
+    Arrays named like hidden states ([N, T_max, H]) are cut to the batch's length on
+    the token axis. Attention maps ([N, heads, T_max, T_max]) are cut on both token
+    axes. Padding rows get zeros.
     """
     for batch in batches:
         index = batch["example_index"]
