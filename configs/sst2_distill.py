@@ -23,6 +23,6 @@ def get_config():
     config.distill.unlabeled.path = "SST-2/glue/train_full.tsv"
     config.distill.unlabeled.max_examples = 1000
     config.distill.train.batch_size = 16
-    config.distill.train.num_steps = 200
-    config.distill.train.eval_every = 50
+    config.distill.train.num_steps = 100
+    config.distill.train.eval_every = 25
     return config
