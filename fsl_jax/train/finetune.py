@@ -187,6 +187,7 @@ class TrainSettings:
     keep_checkpoints: int
     log_every: int
     stop_after: int | None
+    eval_at_start: bool
 
     @classmethod
     def from_config(cls, train: ml_collections.ConfigDict, num_examples: int, mesh: Mesh):
@@ -210,6 +211,7 @@ class TrainSettings:
             keep_checkpoints=train.get("keep_checkpoints", 1),
             log_every=train.log_every,
             stop_after=train.get("stop_after") or None,
+            eval_at_start=train.get("eval_at_start", False),
         )
 
 
@@ -276,6 +278,7 @@ def fit_and_select(
         checkpoint_every=settings.checkpoint_every,
         log_every=settings.log_every,
         stop_after=settings.stop_after,
+        eval_at_start=settings.eval_at_start,
     )
     try:
         state, record = train_loop(

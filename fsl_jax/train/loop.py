@@ -45,7 +45,7 @@ class LoopSettings:
     log_every: int = 10
     select_metric: str = "accuracy"
     stop_after: int | None = None
-    eval_at_start: bool = True
+    eval_at_start: bool = False
 
 
 def _batches_from(
