@@ -22,6 +22,17 @@ def initialize_distributed(config) -> None:
     distributed = config.get("distributed")
     if distributed is None or not distributed.get("coordinator_address"):
         return
+    if jax.distributed.is_initialized():
+        # A second run in the same process (a notebook, or a resume after stop_after)
+        # keeps the first connection, because jax.distributed.initialize may run only once.
+        if jax.process_count() != distributed.num_processes:
+            raise ValueError(
+                f"This process already joined a run of {jax.process_count()} processes, but "
+                f"distributed.num_processes is {distributed.num_processes}; start a new "
+                "process to change the process count."
+            )
+        logging.info("jax.distributed is already initialized; process %d.", jax.process_index())
+        return
     if distributed.get("cpu_collectives"):
         jax.config.update("jax_cpu_collectives_implementation", distributed.cpu_collectives)
     jax.distributed.initialize(
