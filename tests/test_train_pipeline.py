@@ -1,0 +1,175 @@
+"""The real fine-tune pipeline on a 1-layer MiniLM teacher: determinism, resume, errors.
+
+Every run trains layer 0 of all-MiniLM-L6-v2 on the SST-2 16-shot split of seed 13
+(see train_jobs.small_config) and evaluates the full SST-2 test split. The runs share
+one persistent XLA compilation cache, so only the first run of each shape compiles.
+"""
+
+import json
+import re
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from train_jobs import REPO_ROOT, TIMING_METRICS, seed_metrics, small_config
+
+from fsl_jax import pipeline
+from fsl_jax.evaluate import outputs
+from fsl_jax.train.loop import NonFiniteLossError
+
+SEED = 13
+# Eight steps with an eval every two. The killed run stops after step 4, one step
+# past its last periodic checkpoint, so the resumed run replays step 4 and its eval.
+BASE = {"num_devices": 2, "train.num_steps": 8, "train.eval_every": 2}
+RESUME = {"train.checkpoint_every": 3}
+
+
+@pytest.fixture(scope="module")
+def compilation_cache(tmp_path_factory):
+    """Yield a persistent XLA cache folder for this module's runs, then restore the settings."""
+    names = (
+        "jax_compilation_cache_dir",
+        "jax_persistent_cache_min_compile_time_secs",
+        "jax_persistent_cache_min_entry_size_bytes",
+    )
+    previous = {name: getattr(jax.config, name) for name in names}
+    yield str(tmp_path_factory.mktemp("xla_cache"))
+    for name, value in previous.items():
+        jax.config.update(name, value)
+
+
+def _run(workdir, compilation_cache, **overrides):
+    config = small_config({**BASE, "compilation_cache_dir": compilation_cache, **overrides})
+    return pipeline.run(config, workdir)
+
+
+def _test_logits(workdir):
+    with np.load(outputs.predictions_path(workdir, "teacher", SEED)) as arrays:
+        return arrays["logits"]
+
+
+def _train_losses(workdir):
+    """Return {step: train_loss}. A replayed step keeps the value of its last run."""
+    return {
+        record["step"]: record["train_loss"]
+        for record in outputs.read_metrics(workdir)
+        if "train_loss" in record
+    }
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, compilation_cache):
+    """An uninterrupted run without periodic checkpoints: (workdir, results)."""
+    workdir = tmp_path_factory.mktemp("reference")
+    return workdir, _run(workdir, compilation_cache)
+
+
+@pytest.mark.slow
+def test_same_seed_gives_identical_results(reference, tmp_path, compilation_cache):
+    reference_dir, reference_results = reference
+    results = _run(tmp_path, compilation_cache)
+
+    assert seed_metrics(results) == seed_metrics(reference_results)
+    written = json.loads((tmp_path / outputs.RESULTS_JSON).read_text())
+    assert seed_metrics(written) == seed_metrics(results)
+    assert set(seed_metrics(results)["teacher"]) >= {"dev_accuracy", "test_accuracy"}
+    assert not set(TIMING_METRICS) & set(seed_metrics(results)["teacher"])
+    np.testing.assert_array_equal(_test_logits(tmp_path), _test_logits(reference_dir))
+    assert _train_losses(tmp_path) == _train_losses(reference_dir)
+    assert len(_train_losses(tmp_path)) == BASE["train.num_steps"] // 2
+
+
+@pytest.mark.slow
+def test_resume_after_stop_matches_uninterrupted(reference, tmp_path, compilation_cache):
+    reference_dir, reference_results = reference
+    stopped = _run(tmp_path, compilation_cache, **RESUME, **{"train.stop_after": 4})
+    assert stopped is None
+    assert not (tmp_path / outputs.RESULTS_JSON).exists()
+    periodic = tmp_path / "checkpoints" / f"seed_{SEED}" / "teacher" / "periodic"
+    assert ocp.CheckpointManager(periodic).all_steps() == [3]
+
+    results = _run(tmp_path, compilation_cache, **RESUME)
+    assert seed_metrics(results) == seed_metrics(reference_results)
+    np.testing.assert_array_equal(_test_logits(tmp_path), _test_logits(reference_dir))
+    assert _train_losses(tmp_path) == _train_losses(reference_dir)
+
+
+@pytest.mark.slow
+def test_resume_on_fewer_devices(reference, tmp_path, compilation_cache):
+    """Checkpoints written on 8 devices restore onto 1, and the run finishes as usual."""
+    reference_dir, reference_results = reference
+    stopped = _run(tmp_path, compilation_cache, num_devices=8, **RESUME, **{"train.stop_after": 4})
+    assert stopped is None
+    results = _run(tmp_path, compilation_cache, num_devices=1, **RESUME)
+
+    metrics = seed_metrics(results)["teacher"]
+    expected = seed_metrics(reference_results)["teacher"]
+    # Only float rounding differs between device counts, so at most a few of the 872
+    # test rows may change their predicted class.
+    assert abs(metrics["test_accuracy"] - expected["test_accuracy"]) <= 3 / 872
+    assert abs(metrics["dev_accuracy"] - expected["dev_accuracy"]) <= 1 / 32
+    np.testing.assert_allclose(
+        _test_logits(tmp_path), _test_logits(reference_dir), rtol=1e-3, atol=1e-3
+    )
+    resumed_losses = _train_losses(tmp_path)
+    reference_losses = _train_losses(reference_dir)
+    assert resumed_losses.keys() == reference_losses.keys()
+    for step, loss in reference_losses.items():
+        np.testing.assert_allclose(resumed_losses[step], loss, rtol=1e-4, err_msg=f"step {step}")
+
+
+@pytest.mark.slow
+def test_huge_learning_rate_stops_at_nan(tmp_path, compilation_cache):
+    """A NaN loss names its step, and the checkpoint before it stays restorable."""
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step \d+") as raised:
+        _run(
+            tmp_path,
+            compilation_cache,
+            **{"optimizer.learning_rate": 1e30, "train.checkpoint_every": 1},
+        )
+    bad_step = int(re.search(r"at step (\d+)", str(raised.value)).group(1))
+    assert not (tmp_path / outputs.RESULTS_JSON).exists()
+
+    periodic = tmp_path / "checkpoints" / f"seed_{SEED}" / "teacher" / "periodic"
+    manager = ocp.CheckpointManager(periodic)
+    assert manager.latest_step() == bad_step
+    restored = manager.restore(
+        bad_step,
+        args=ocp.args.Composite(state=ocp.args.StandardRestore(), loop=ocp.args.JsonRestore()),
+    )
+    assert int(restored["state"]["step"]) == bad_step
+    for value in jax.tree.leaves(restored["state"]["params"]):
+        assert np.all(np.isfinite(np.asarray(value)))
+    manager.close()
+
+
+@pytest.mark.parametrize(
+    "override, misspelt, suggestion",
+    [
+        ("--config.optimizer.lerning_rate=1", "lerning_rate", "learning_rate"),
+        ("--config.optimzer.learning_rate=1", "optimzer", "optimizer"),
+    ],
+)
+def test_misspelt_override_fails_naming_key(tmp_path, override, misspelt, suggestion):
+    workdir = tmp_path / "run"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "run.py",
+            "--config=configs/sst2_finetune.py",
+            f"--workdir={workdir}",
+            override,
+        ],
+        cwd=REPO_ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode != 0
+    assert misspelt in completed.stderr
+    assert f'Did you mean "{suggestion}"' in completed.stderr
+    assert not workdir.exists()
