@@ -94,7 +94,9 @@ def test_teacher_outputs_ignore_step_rng(teacher, sst2):
     transfer, label_mask = sst2
     objective = build_objective(_distill_config(hidden_mse=1.0))
     student, params = _student(teacher_model, teacher_params, _layer_student(), objective)
-    loss_fn = jax.jit(distill.distillation_loss(student, teacher_model, _RecordingObjective(objective)))
+    loss_fn = jax.jit(
+        distill.distillation_loss(student, teacher_model, _RecordingObjective(objective))
+    )
     batch = next(_epoch(transfer, {"label_mask": label_mask}, 0, 1))
 
     outputs = [
@@ -166,9 +168,14 @@ def test_cached_teacher_matches_fused(teacher, sst2):
     mesh = make_mesh(2)
     train_config = common.get_base_config().train
     train_config.length_buckets = BUCKETS
-    train_config.eval_batch_size = 16
+    # One eval batch of all 64 rows runs the teacher at width 64 only, while most train
+    # batches are 32 tokens wide, so the cache must be cut to each batch's width.
+    train_config.eval_batch_size = 64
     settings = TrainSettings.from_config(train_config, len(transfer), mesh)
-    cache = distill.teacher_cache(teacher_model, teacher_params, transfer, objective, settings, mesh)
+    assert len(transfer) == train_config.eval_batch_size
+    cache = distill.teacher_cache(
+        teacher_model, teacher_params, transfer, objective, settings, mesh
+    )
     assert {"teacher_logits", "teacher_hidden_states_2", "teacher_attentions_1"} <= set(cache)
 
     num_steps = 20
@@ -201,7 +208,8 @@ def test_cached_teacher_matches_fused(teacher, sst2):
     assert widths == set(BUCKETS), "both length buckets should occur in training"
     initial = jax.tree.leaves(params["student"])
     assert any(
-        not np.allclose(old, new, atol=1e-4) for old, new in zip(initial, jax.tree.leaves(fused_params))
+        not np.allclose(old, new, atol=1e-4)
+        for old, new in zip(initial, jax.tree.leaves(fused_params))
     ), "the student should move further than the tolerance below"
     # The cache ran the teacher at eval-batch lengths, so only float rounding may differ.
     np.testing.assert_allclose(cached_losses, fused_losses, rtol=1e-5, atol=1e-6)

@@ -30,8 +30,8 @@ def job(data_dir, minilm_dir):
 
 
 def _run_loop(job, workdir, loss_fn, stop_after=None):
-    """Train 6 steps with an eval and a checkpoint every 2; return the final state."""
-    model, params, train = job
+    """Train 6 steps with an eval and a checkpoint every 2, and return the final state."""
+    _, params, train = job
     mesh = make_mesh(2)
     optimizer, _ = make_optimizer(common.get_base_config().optimizer, params, 6, num_layers=1)
     state = create_train_state(params, optimizer, seed=SEED, mesh=mesh)

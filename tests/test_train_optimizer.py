@@ -61,9 +61,7 @@ def _train(model, params, optimizer_config, batches, total_steps=None):
     Returns the host params after each step.
     """
     mesh = make_mesh(1)
-    optimizer, _ = make_optimizer(
-        optimizer_config, params, total_steps or len(batches), NUM_LAYERS
-    )
+    optimizer, _ = make_optimizer(optimizer_config, params, total_steps or len(batches), NUM_LAYERS)
     state = create_train_state(params, optimizer, seed=0, mesh=mesh)
     train_step = make_train_step(classification_loss(model), optimizer, state, mesh)
     snapshots = []
@@ -203,7 +201,7 @@ def test_schedule_warms_up_then_decays(kind):
         learning_rate=peak, schedule=kind, warmup_ratio=0.2, end_factor=end_factor
     )
     schedule = learning_rate_schedule(config, total)
-    for step in range(0, warmup + 1):
+    for step in range(warmup + 1):
         np.testing.assert_allclose(schedule(step), peak * step / warmup, rtol=1e-6)
     for step in range(warmup, total + 1):
         progress = (step - warmup) / (total - warmup)
@@ -239,7 +237,7 @@ def test_accumulation_matches_full_batch(tiny):
     full = _random_batch(seed=5, batch_size=8)
     halves = [{key: value[:4] for key, value in full.items()}]
     halves.append({key: value[4:] for key, value in full.items()})
-    common_settings = dict(learning_rate=1e-3, warmup_ratio=0.0, schedule="constant")
+    common_settings = {"learning_rate": 1e-3, "warmup_ratio": 0.0, "schedule": "constant"}
 
     (one_step,) = _train(model, params, _optimizer_config(**common_settings), [full])
     accumulated_config = _optimizer_config(accumulate_steps=2, **common_settings)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import ml_collections
 import numpy as np
@@ -20,7 +21,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from configs import sst2_finetune  # noqa: E402
+from configs import sst2_finetune
 
 # Metrics of results.json that measure time, so they differ between identical runs.
 TIMING_METRICS = ("test_inference_seconds", "wall_seconds", "inference_speedup")
