@@ -73,13 +73,37 @@ def _run_loop(job, workdir, loss_fn, stop_after=None):
     return state
 
 
-def _loss_turning(bad_value, model):
-    """Return the classification loss, replaced by bad_value from step BAD_STEP on."""
+@jax.custom_vjp
+def _nan_gradient_if(value, poisoned):
+    """Return value unchanged, but make its gradient NaN where poisoned > 0."""
+    return value
+
+
+def _nan_gradient_forward(value, poisoned):
+    return value, poisoned
+
+
+def _nan_gradient_backward(poisoned, cotangent):
+    return jnp.where(poisoned > 0, jnp.nan, cotangent), jnp.zeros_like(poisoned)
+
+
+_nan_gradient_if.defvjp(_nan_gradient_forward, _nan_gradient_backward)
+
+
+def _poisoned_loss(kind, model):
+    """Return the classification loss with a non-finite value from step BAD_STEP on.
+
+    kind 'nan' or 'inf' replaces the loss. 'nan_gradient' keeps the loss finite and
+    makes every gradient NaN, so only the gradient shows the failure.
+    """
     loss_fn = classification_loss(model)
 
     def poisoned(params, teacher_params, batch, rng, step):
         loss, metrics = loss_fn(params, teacher_params, batch, rng, step)
-        return jnp.where(step >= BAD_STEP, bad_value, loss), metrics
+        bad = step >= BAD_STEP
+        if kind == "nan_gradient":
+            return _nan_gradient_if(loss, bad.astype(jnp.float32)), metrics
+        return jnp.where(bad, float(kind), loss), metrics
 
     return poisoned
 
@@ -93,11 +117,18 @@ def reference_params(job, tmp_path_factory):
     return host_copy(state.params)
 
 
-@pytest.mark.parametrize("bad_value", [np.nan, np.inf])
-def test_non_finite_loss_stops_and_keeps_checkpoint(job, reference_params, tmp_path, bad_value):
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("nan", "loss is nan"),
+        ("inf", "loss is inf"),
+        ("nan_gradient", "gradient norm is nan"),
+    ],
+)
+def test_non_finite_loss_stops_and_keeps_checkpoint(job, reference_params, tmp_path, kind, message):
     model, params, _ = job
-    with pytest.raises(NonFiniteLossError, match=f"loss is {bad_value} at step {BAD_STEP}"):
-        _run_loop(job, tmp_path / "bad", _loss_turning(bad_value, model))
+    with pytest.raises(NonFiniteLossError, match=f"{message} at step {BAD_STEP}"):
+        _run_loop(job, tmp_path / "bad", _poisoned_loss(kind, model))
 
     checkpointer = Checkpointer(tmp_path / "bad" / "checkpoints")
     assert checkpointer.latest_step() == CHECKPOINT_EVERY

@@ -20,7 +20,7 @@ from fsl_jax.train.writers import MetricWriter
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Raised when the train loss becomes NaN or Inf."""
+    """Raised when the train loss or the norm of its gradient becomes NaN or Inf."""
 
 
 @dataclasses.dataclass
@@ -83,8 +83,9 @@ def train_loop(
     record: {"best_step", "best_dev", "history": [dev metrics per eval]}.
 
     Raises:
-      NonFiniteLossError: the loss became NaN or Inf; the message names the step,
-        and the checkpoints written before it are left as they were.
+      NonFiniteLossError: the loss or its gradient norm became NaN or Inf. The
+        message names the step, and the checkpoints written before it are left as
+        they were.
     """
     record: dict[str, Any] = {"best_step": -1, "best_dev": None, "history": []}
     restored = checkpointer.restore_latest(state)
@@ -140,10 +141,17 @@ def train_loop(
         state, metrics = train_step(state, to_global_batch(batch, mesh))
         metrics = jax.device_get(metrics)
         loss = float(metrics["loss"])
-        if not math.isfinite(loss):
+        # A non-finite gradient with a finite loss has usually made the params NaN
+        # already, so it also stops the run before they are evaluated or checkpointed.
+        grad_norm = float(metrics.get("grad_norm", 0.0))
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
             progress.close()
+            if math.isfinite(loss):
+                value = f"gradient norm is {grad_norm}"
+            else:
+                value = f"loss is {loss}"
             raise NonFiniteLossError(
-                f"{description}: loss is {loss} at step {step}. The latest checkpoint "
+                f"{description}: {value} at step {step}. The latest checkpoint "
                 f"(step {checkpointer.latest_step()}) is unchanged; lower the learning rate "
                 "or check the inputs of this batch."
             )
