@@ -83,10 +83,13 @@ def _run_workers(tmp_path: Path, workdir: Path) -> list[dict]:
 
     deadline = time.monotonic() + TIMEOUT_SECONDS
     try:
-        for process in processes:
-            process.wait(timeout=max(deadline - time.monotonic(), 1))
-    except subprocess.TimeoutExpired:
-        pass
+        # Stop waiting as soon as one worker fails, because the others would block in
+        # their next collective until the timeout.
+        while time.monotonic() < deadline:
+            codes = [process.poll() for process in processes]
+            if all(code == 0 for code in codes) or any(code not in (None, 0) for code in codes):
+                break
+            time.sleep(0.5)
     finally:
         for process in processes:
             if process.poll() is None:

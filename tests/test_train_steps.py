@@ -67,6 +67,7 @@ def _steps_on_mesh(model, params, encoded, num_devices, num_steps):
     return history, host_copy(state.params)
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one_device(tiny, sst2):
     """The same global batches on 8 devices and on 1 give the same run, dropout included."""
     model, params = tiny
@@ -88,6 +89,7 @@ def test_eight_devices_match_one_device(tiny, sst2):
         )
 
 
+@pytest.mark.slow
 def test_train_step_compiles_once_per_bucket(tiny, sst2, tmp_path):
     """An epoch compiles the step once per length bucket; a resumed run compiles nothing new."""
     model, params = tiny
