@@ -26,6 +26,18 @@ class _OrbaxInfoFilter(std_logging.Filter):
         return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
 
 
+def _parse_flags(argv):
+    """Parse flags; report a mistyped --config.* override in one line instead of a traceback."""
+    try:
+        return flags.FLAGS(argv)
+    except (AttributeError, KeyError) as error:
+        # ml_collections raises these for a --config.* key that the config lacks.
+        lines = str(error).encode().decode("unicode_escape").strip("'\"").splitlines()
+        key, hint = lines[0].strip("'\""), " ".join(lines[1:])
+        overrides = " ".join(arg for arg in argv[1:] if arg.startswith("--config."))
+        sys.exit(f"Invalid config override ({overrides}): the config has no key {key!r}. {hint}")
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -47,4 +59,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
