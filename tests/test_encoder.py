@@ -169,3 +169,18 @@ def test_jit_gradients_are_finite(small_batch):
 
     grads = jax.grad(loss)(params)
     assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(grads))
+
+
+def test_normalized_head_gradients_finite_with_filler_row():
+    ids = np.array([[1, 5, 6, 2], [0, 0, 0, 0]], np.int32)  # second row: batch filler
+    mask = (ids > 0).astype(np.int32)
+    model = Classifier(SMALL, num_labels=2, pooling="mean", normalize=True, head_scale=20.0)
+    params = model.init(jax.random.key(0), ids, mask)["params"]
+    weights = jnp.array([1.0, 0.0])
+
+    def loss(params):
+        logits = model.apply({"params": params}, ids, mask)["logits"]
+        return -jnp.sum(jax.nn.log_softmax(logits)[:, 0] * weights)
+
+    grads = jax.grad(loss)(params)
+    assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(grads))

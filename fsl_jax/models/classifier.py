@@ -92,7 +92,11 @@ class Classifier(nn.Module):
         )
         pooled = pool(outputs, attention_mask, self.pooling)
         if self.normalize:
-            pooled = pooled / jnp.maximum(jnp.linalg.norm(pooled, axis=-1, keepdims=True), 1e-6)
+            # Clamp the squared norm, not the norm: the gradient of a norm at a zero vector
+            # (the pooled vector of an all-padding filler row) is NaN, and NaN times the
+            # row's zero loss weight is still NaN.
+            squared = jnp.sum(jnp.square(pooled), axis=-1, keepdims=True)
+            pooled = pooled * jax.lax.rsqrt(jnp.maximum(squared, 1e-12))
         features = self.dropout(pooled, deterministic=deterministic)
         outputs["pooled"] = pooled
         outputs["logits"] = self.head(features) * self.head_scale
