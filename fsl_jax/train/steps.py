@@ -17,6 +17,7 @@ from jax.sharding import Mesh
 
 from fsl_jax.train.mesh import data_sharded, replicated
 from fsl_jax.train.state import TrainState
+from fsl_jax.train.threefry import use_unrolled_threefry_on_cpu
 
 LossFn = Callable[[Any, Any, dict, jax.Array, jax.Array], tuple[jax.Array, dict]]
 
@@ -34,6 +35,8 @@ def make_train_step(
     fold_in(state.rng, state.step): a resumed run draws the same keys. Metrics are
     replicated scalars: the loss terms, plus norms of gradients, updates and params.
     """
+    # Dropout masks come from Threefry; its loop-free CPU lowering gives the same bits faster.
+    use_unrolled_threefry_on_cpu()
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         rng = jax.random.fold_in(state.rng, state.step)
