@@ -1,0 +1,206 @@
+"""Wall time of the SST-2 16-shot fine-tune job: fsl_jax run.py against Hugging Face PyTorch.
+
+Each repetition runs, one after another and each in a fresh process:
+
+  fsl_jax cold   python run.py --config=configs/sst2_finetune.py, seed 13, with a
+                 fresh workdir and an empty persistent XLA compilation cache
+  fsl_jax warm   the same command with a fresh workdir and the cache the cold run
+                 filled, as a rerun or a later seed of the same job finds it
+  torch          benchmarks/peer_hf_finetune.py --seeds 13, once per --peer_threads
+                 value: AutoModelForSequenceClassification, AdamW lr 2e-5, batch 8,
+                 30 epochs, then dev and test (872 rows) evaluation
+
+Wall time runs from process start to exit: imports, data, model load, compilation,
+training, evaluation and writing results. fsl_jax also selects the best checkpoint
+on dev every 20 steps and evaluates test twice (the first pass compiles), which the
+peer does not do. The order of the runs is reversed on every other repetition.
+
+    python benchmarks/bench_end_to_end.py --output benchmarks/results/bench_end_to_end.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import bench_common
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PEER_SCRIPT = REPO_ROOT / "benchmarks" / "peer_hf_finetune.py"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=13, help="SST-2 16-shot split seed.")
+    parser.add_argument("--repeats", type=int, default=2, help="Repetitions of every run.")
+    parser.add_argument(
+        "--peer_threads",
+        type=int,
+        nargs="+",
+        default=[2, 1],
+        help="torch.set_num_threads values of the PyTorch peer, one run each.",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=bench_common.RESULTS_DIR / "bench_end_to_end.json",
+        help="Path of the JSON report.",
+    )
+    return parser.parse_args(argv)
+
+
+def run_timed(command: list[str], log_path: Path) -> float:
+    """Run command from the repository root and return its wall seconds.
+
+    Raises:
+      RuntimeError: the command failed; the message ends with its log.
+    """
+    started = time.perf_counter()
+    with log_path.open("w", encoding="utf-8") as log:
+        completed = subprocess.run(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - started
+    if completed.returncode != 0:
+        tail = log_path.read_text(encoding="utf-8")[-3000:]
+        raise RuntimeError(
+            f"{' '.join(command)} failed with code {completed.returncode}; end of {log_path}:\n"
+            f"{tail}"
+        )
+    return seconds
+
+
+def fsl_jax_run(seed: int, workdir: Path, cache_dir: Path, log_path: Path) -> dict[str, Any]:
+    """Run the fsl_jax job for one seed; return its wall time and test accuracy."""
+    command = [
+        sys.executable,
+        "run.py",
+        "--config=configs/sst2_finetune.py",
+        f"--workdir={workdir}",
+        f"--config.seeds=({seed},)",
+        f"--config.compilation_cache_dir={cache_dir}",
+    ]
+    seconds = run_timed(command, log_path)
+    result = json.loads((workdir / "seeds" / f"seed_{seed}.json").read_text())["teacher"]
+    return {
+        "wall_s": seconds,
+        "test_accuracy": 100 * result["test_accuracy"],
+        "seed_wall_s": result["wall_seconds"],
+    }
+
+
+def peer_run(seed: int, threads: int, output: Path, log_path: Path) -> dict[str, Any]:
+    """Run the Hugging Face PyTorch peer for one seed; return its wall time and accuracy."""
+    command = [
+        sys.executable,
+        str(PEER_SCRIPT),
+        "--task",
+        "sst2",
+        "--seeds",
+        str(seed),
+        "--threads",
+        str(threads),
+        "--output",
+        str(output),
+    ]
+    seconds = run_timed(command, log_path)
+    report = json.loads(output.read_text())
+    per_seed = report["per_seed"][str(seed)]
+    return {
+        "wall_s": seconds,
+        "test_accuracy": per_seed["test_accuracy"],
+        "seed_wall_s": per_seed["wall_s"],
+    }
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv)
+    if not PEER_SCRIPT.is_file():
+        raise FileNotFoundError(f"Peer script {PEER_SCRIPT} not found; it is the PyTorch reference.")
+
+    runs: dict[str, list[dict[str, Any]]] = {"fsl_jax_cold": [], "fsl_jax_warm": []}
+    for threads in args.peer_threads:
+        runs[f"torch_{threads}threads"] = []
+
+    with tempfile.TemporaryDirectory() as scratch_name:
+        scratch = Path(scratch_name)
+        for repetition in range(args.repeats):
+            folder = scratch / f"repetition_{repetition}"
+            folder.mkdir()
+            cache_dir = folder / "xla_cache"
+
+            def cold(folder=folder, cache_dir=cache_dir):
+                return fsl_jax_run(args.seed, folder / "cold", cache_dir, folder / "cold.log")
+
+            def warm(folder=folder, cache_dir=cache_dir):
+                return fsl_jax_run(args.seed, folder / "warm", cache_dir, folder / "warm.log")
+
+            jobs = [("fsl_jax_cold", cold)]
+            for threads in args.peer_threads:
+                jobs.append(
+                    (
+                        f"torch_{threads}threads",
+                        lambda threads=threads, folder=folder: peer_run(
+                            args.seed,
+                            threads,
+                            folder / f"peer_{threads}.json",
+                            folder / f"peer_{threads}.log",
+                        ),
+                    )
+                )
+            jobs.append(("fsl_jax_warm", warm))
+            if repetition % 2:
+                # The warm run needs the cache of the cold run, so only the peers move.
+                jobs = [jobs[0], *jobs[1:-1][::-1], jobs[-1]]
+            for name, job in jobs:
+                result = job()
+                runs[name].append(result)
+                print(
+                    f"repetition {repetition + 1}/{args.repeats} {name}: {result['wall_s']:.1f} s, "
+                    f"test accuracy {result['test_accuracy']:.2f}%",
+                    flush=True,
+                )
+
+    summaries = {
+        name: bench_common.summary([result["wall_s"] for result in results])
+        for name, results in runs.items()
+    }
+    peer_names = [f"torch_{threads}threads" for threads in args.peer_threads]
+    speedups = {}
+    for fsl_name in ("fsl_jax_cold", "fsl_jax_warm"):
+        for peer_name in peer_names:
+            speedups[f"{fsl_name}_vs_{peer_name}"] = bench_common.ratio_summary(
+                [result["wall_s"] for result in runs[peer_name]],
+                [result["wall_s"] for result in runs[fsl_name]],
+            )
+    fastest_peer = min(peer_names, key=lambda name: summaries[name]["median"])
+    report: dict[str, Any] = {
+        "benchmark": "end_to_end",
+        "task": "sst2",
+        "k_shot": 16,
+        "seed": args.seed,
+        "runs": runs,
+        "wall_s": summaries,
+        "speedup_peer_wall_over_fsl_jax_wall": speedups,
+        "fastest_peer": fastest_peer,
+        "fsl_jax_config": "configs/sst2_finetune.py",
+        "peer": str(PEER_SCRIPT.relative_to(REPO_ROOT)),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+    report.update(bench_common.run_description())
+
+    print("\n== SST-2 16-shot, seed {}, wall time per run ==".format(args.seed))
+    for name, values in summaries.items():
+        print(f"{name:18s} median {values['median']:.1f} s (spread {values['spread']:.0%})")
+    for name, values in speedups.items():
+        print(f"{name}: {values['median']:.2f}x (range {values['min']:.2f}-{values['max']:.2f})")
+    bench_common.write_report(args.output, report)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
