@@ -52,7 +52,11 @@ def _decode(path: Path, raw: bytes, errors: str) -> tuple[str, list[int]]:
 
 def _read_text(path: Path, errors: str) -> tuple[str, list[int]]:
     if not path.exists():
-        raise FileNotFoundError(f"Data file not found: {path}")
+        raise FileNotFoundError(
+            f"Data file not found: {path}. The data folder is config.data_dir, else "
+            "$FSL_JAX_DATA_DIR, else ../shared/data beside the repository; point one of them "
+            "at the folder that holds the task folders (SST-2, trec, ...)."
+        )
     if path.is_dir():
         raise DataError(f"Expected a data file but {path} is a folder.")
     raw = path.read_bytes()
