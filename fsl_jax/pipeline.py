@@ -431,6 +431,45 @@ def run_seed(config, seed: int, workdir: Path, mesh, checkpoint_dir: Path, token
     return results
 
 
+# Settings that may change between a run and its resumption without changing results.
+RESUMABLE_KEYS = ("seeds", "num_devices", "distributed", "compilation_cache_dir", "export_hf")
+RESUMABLE_TRAIN_KEYS = ("stop_after", "checkpoint_every", "keep_checkpoints", "log_every")
+
+
+def _result_defining(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    values = json.loads(config.to_json_best_effort(sort_keys=True))
+    for key in RESUMABLE_KEYS:
+        values.pop(key, None)
+    for section in ("train",):
+        for key in RESUMABLE_TRAIN_KEYS:
+            values.get(section, {}).pop(key, None)
+    return values
+
+
+def check_workdir_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
+    """Record the config in <workdir>/config.json, or check it against the recorded one.
+
+    A rerun resumes from the workdir's checkpoints and finished seeds, so a config
+    that changes results (anything but the keys in RESUMABLE_KEYS and
+    RESUMABLE_TRAIN_KEYS) must not reuse them: that raises ValueError.
+    """
+    path = workdir / "config.json"
+    current = _result_defining(config)
+    if path.is_file():
+        recorded = json.loads(path.read_text())
+        if recorded != current:
+            changed = sorted(
+                key for key in set(recorded) | set(current) if recorded.get(key) != current.get(key)
+            )
+            raise ValueError(
+                f"Workdir {workdir} contains a run with a different config (sections {changed} "
+                "differ). Its checkpoints and finished seeds would be reused under the new "
+                "config; use a new --workdir, or rerun with the recorded config.json."
+            )
+        return
+    _write_json(path, current)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any] | None:
     """Run the configured job over config.seeds and write results.json and results.md.
 
@@ -443,6 +482,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[s
     mesh = make_mesh(config.get("num_devices") or None)
     logging.info("Mesh: %s over %d devices; workdir %s", dict(mesh.shape), mesh.size, workdir)
 
+    check_workdir_config(config, workdir)
     checkpoint_dir = resolve_checkpoint(config.checkpoint)
     tokenizer = data_lib.Tokenizer.from_pretrained(checkpoint_dir)
 

@@ -196,3 +196,15 @@ def test_cached_teacher_rejects_device_augmentation():
     cached = {**batch, "teacher_logits": jnp.zeros((4, 2))}
     with pytest.raises(ValueError, match="cache_teacher=False"):
         loss_fn({"student": params, "objective": {}}, params, cached, jax.random.key(0), 0)
+
+
+def test_workdir_rejects_changed_config(tmp_path):
+    config = sst2_finetune.get_config()
+    pipeline.check_workdir_config(config, tmp_path)
+    resumed = sst2_finetune.get_config()
+    resumed.train.stop_after = 7  # resumable: does not change results
+    pipeline.check_workdir_config(resumed, tmp_path)
+    changed = sst2_finetune.get_config()
+    changed.optimizer.learning_rate = 1e-3
+    with pytest.raises(ValueError, match="optimizer"):
+        pipeline.check_workdir_config(changed, tmp_path)
