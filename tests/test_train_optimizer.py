@@ -249,7 +249,10 @@ def test_accumulation_matches_full_batch(tiny):
     expected = _flat(one_step)
     for name, value in _flat(accumulated).items():
         assert not np.array_equal(value, before[name]), f"{name} did not train"
-        np.testing.assert_allclose(value, expected[name], rtol=1e-5, atol=1e-7, err_msg=name)
+        # Adam divides by the root of the second moment, so a float32 rounding
+        # difference in a near-zero gradient shows up at about 1e-7 in the update.
+        # Each weight moves by about the learning rate (1e-3); 1e-6 is 0.1% of that.
+        np.testing.assert_allclose(value, expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 @pytest.mark.parametrize("train_steps, updates", [(4, 2), (5, 3)])
