@@ -3,6 +3,7 @@
 import ml_collections
 
 from fsl_jax.augment import policy as augment_policy
+from fsl_jax.train import contrastive
 
 LMBFF_SEEDS = (13, 21, 42, 87, 100)
 
@@ -87,6 +88,10 @@ def get_base_config() -> ml_collections.ConfigDict:
             stop_after=0,  # >0: stop after this many steps, as if killed (resume tests).
         )
     )
+
+    # Sentence-pair stage on the encoder before the classifier fine-tune (SetFit's
+    # recipe); see fsl_jax/train/contrastive.py and docs/results.md.
+    config.contrastive = contrastive.default_config()
 
     # Off by default; e.g. ops="random_deletion=0.1,token_cutoff=0.1" with
     # copies_per_example=4. See docs/augmentation.md.

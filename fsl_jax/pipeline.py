@@ -23,7 +23,7 @@ from fsl_jax import data as data_lib
 from fsl_jax.checkpoints import export_hf, load_encoder, resolve_checkpoint
 from fsl_jax.evaluate import aggregate, outputs
 from fsl_jax.models import select_layers
-from fsl_jax.train import augmentation, distill, finetune
+from fsl_jax.train import augmentation, contrastive, distill, finetune
 from fsl_jax.train.checkpointing import Checkpointer
 from fsl_jax.train.mesh import initialize_distributed, make_mesh, replicated
 
@@ -178,6 +178,26 @@ def train_teacher(
         )
     model = finetune.build_classifier(config.model, encoder_config, num_labels)
     params = finetune.init_params(model, encoder_params, jax.random.PRNGKey(seed))
+    teacher_workdir = config.distill.get("teacher_workdir") if config.get("distill") else ""
+    if teacher_workdir:
+        return (model, *load_finished_teacher(Path(teacher_workdir), seed, params, mesh))
+
+    contrastive_section = config.get("contrastive")
+    if contrastive_section is not None and contrastive_section.enabled:
+        params, _ = contrastive.fit_contrastive(
+            model=model,
+            params=params,
+            section=contrastive_section,
+            optimizer_config=config.optimizer,
+            train_data=encoded["train"],
+            dev_data=encoded["dev"],
+            num_labels=num_labels,
+            eval_batch_size=config.train.eval_batch_size,
+            length_buckets=tuple(config.train.length_buckets),
+            seed=seed,
+            mesh=mesh,
+            workdir=workdir,
+        )
     if config.model.head_init == "prototypes":
         params = finetune.prototype_head(
             model,
@@ -192,10 +212,6 @@ def train_teacher(
         raise ValueError(
             f"Unknown model.head_init {config.model.head_init!r}; use 'prototypes' or 'random'."
         )
-    teacher_workdir = config.distill.get("teacher_workdir") if config.get("distill") else ""
-    if teacher_workdir:
-        return (model, *load_finished_teacher(Path(teacher_workdir), seed, params, mesh))
-
     best_params, record, _ = finetune.fit_and_select(
         name="teacher",
         seed=seed,

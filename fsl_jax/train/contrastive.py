@@ -1,0 +1,329 @@
+"""Contrastive sentence-pair stage before classifier fine-tuning (the SetFit recipe).
+
+With 16 examples per class, a classifier head trained on top of the encoder sees
+few gradients that shape the sentence space. This stage trains the encoder on
+pairs of labelled sentences instead: the cosine similarity of their pooled
+vectors is regressed onto 1 for a same-class pair and 0 for a cross-class pair.
+N examples give N(N+1)/2 pairs, so the encoder sees far more distinct targets
+than the N labels. Classifier fine-tuning (with a prototype head computed on the
+tuned encoder) follows as usual.
+
+Pairs (`pairs` in the config section):
+  'oversampling'  every unordered pair (i <= j) once, then the smaller of the
+                  positive and negative sets repeated until both have the size of
+                  the larger; positive and negative pairs alternate.
+  'unique'        every unordered pair once.
+  num_iterations  > 0 replaces both: num_iterations * N positive and as many
+                  negative pairs, drawn with replacement.
+Each epoch shuffles its pairs with a key from (seed, epoch), so a run is
+reproducible and a resumed run draws the batches it would have drawn.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh
+
+from fsl_jax.data import EncodedDataset, make_batch
+from fsl_jax.data.encoding import TOKEN_KEYS
+from fsl_jax.evaluate.metrics import classification_metrics
+from fsl_jax.models import Classifier
+from fsl_jax.train import finetune
+from fsl_jax.train.checkpointing import Checkpointer
+from fsl_jax.train.loop import LoopSettings, train_loop
+from fsl_jax.train.optimizer import make_optimizer
+from fsl_jax.train.predict import predict_outputs
+from fsl_jax.train.state import create_train_state
+from fsl_jax.train.steps import make_eval_step, make_train_step
+from fsl_jax.train.writers import MetricWriter
+
+PAIR_STRATEGIES = ("oversampling", "unique")
+SIDES = ("a", "b")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The `contrastive` section of a run config; off unless enabled."""
+    return ml_collections.ConfigDict(
+        dict(
+            enabled=False,
+            pairs="oversampling",
+            num_iterations=0,  # > 0: this many positive and negative pairs per example.
+            num_epochs=1,
+            batch_size=16,  # pairs per step; each step encodes 2 * batch_size sentences.
+            learning_rate=2e-5,
+            warmup_ratio=0.1,
+            # Steps between dev scores of the nearest-class-mean classifier (0: at the
+            # end only). The best-scoring encoder goes on to fine-tuning.
+            eval_every=0,
+        )
+    )
+
+
+def _check_labels(labels: np.ndarray) -> None:
+    classes = np.unique(labels)
+    if len(classes) < 2:
+        raise ValueError(
+            f"Contrastive pairs need at least 2 classes in the train split; it has "
+            f"{classes.tolist()}. Set contrastive.enabled=False for this task."
+        )
+
+
+def contrastive_pairs(
+    labels: np.ndarray, strategy: str, num_iterations: int, seed: int, epoch: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (rows_a, rows_b, similarity targets) of one epoch's pairs, shuffled.
+
+    See the module docstring for the strategies. Targets are 1.0 for a same-class
+    pair and 0.0 otherwise.
+    """
+    labels = np.asarray(labels)
+    _check_labels(labels)
+    rng = np.random.default_rng([seed, epoch])
+    if num_iterations > 0:
+        count = num_iterations * len(labels)
+        anchors = rng.integers(len(labels), size=2 * count)
+        partners = np.empty_like(anchors)
+        for position, anchor in enumerate(anchors):
+            same = labels == labels[anchor]
+            # Even positions take a partner of the same class, odd positions one of another.
+            choices = np.flatnonzero(same if position % 2 == 0 else ~same)
+            partners[position] = rng.choice(choices)
+        targets = (labels[anchors] == labels[partners]).astype(np.float32)
+        return anchors, partners, targets
+
+    if strategy not in PAIR_STRATEGIES:
+        raise ValueError(
+            f"Unknown contrastive.pairs {strategy!r}; use one of {PAIR_STRATEGIES} or set "
+            "contrastive.num_iterations > 0."
+        )
+    rows_a, rows_b = np.triu_indices(len(labels))
+    same = labels[rows_a] == labels[rows_b]
+    positives = rng.permutation(np.flatnonzero(same))
+    negatives = rng.permutation(np.flatnonzero(~same))
+    if strategy == "unique":
+        chosen = rng.permutation(np.concatenate([positives, negatives]))
+    else:
+        size = max(len(positives), len(negatives))
+        positives = np.resize(positives, size)
+        negatives = np.resize(negatives, size)
+        chosen = np.stack([positives, negatives], axis=1).reshape(-1)
+    return rows_a[chosen], rows_b[chosen], same[chosen].astype(np.float32)
+
+
+def num_pairs(labels: np.ndarray, strategy: str, num_iterations: int) -> int:
+    """Pairs per epoch, without drawing them."""
+    if num_iterations > 0:
+        return 2 * num_iterations * len(labels)
+    labels = np.asarray(labels)
+    counts = np.unique(labels, return_counts=True)[1]
+    positives = int(np.sum(counts * (counts + 1) // 2))
+    negatives = len(labels) * (len(labels) + 1) // 2 - positives
+    if strategy == "unique":
+        return positives + negatives
+    return 2 * max(positives, negatives)
+
+
+def _pad_width(array: np.ndarray, width: int, fill: int) -> np.ndarray:
+    if array.shape[1] == width:
+        return array
+    return np.pad(array, ((0, 0), (0, width - array.shape[1])), constant_values=fill)
+
+
+def pair_batch(
+    encoded: EncodedDataset,
+    rows_a: np.ndarray,
+    rows_b: np.ndarray,
+    targets: np.ndarray,
+    batch_size: int,
+    buckets: tuple[int, ...],
+) -> dict[str, np.ndarray]:
+    """One batch of sentence pairs; both sides share the smallest bucket that fits both.
+
+    Keys: <token key>_a and <token key>_b for each of input_ids, attention_mask and
+    token_type_ids, plus similarity (the target) and example_mask (0.0 on filler rows).
+    """
+    sides = {
+        side: make_batch(encoded, rows, batch_size, buckets)
+        for side, rows in zip(SIDES, (rows_a, rows_b))
+    }
+    width = max(side["input_ids"].shape[1] for side in sides.values())
+    fills = {"input_ids": encoded.pad_token_id, "attention_mask": 0, "token_type_ids": 0}
+    batch = {}
+    for side, values in sides.items():
+        for key in TOKEN_KEYS:
+            batch[f"{key}_{side}"] = _pad_width(values[key], width, fills[key])
+    batch["similarity"] = np.zeros(batch_size, np.float32)
+    batch["similarity"][: len(targets)] = targets
+    batch["example_mask"] = sides["a"]["example_mask"]
+    return batch
+
+
+def pair_batches(
+    encoded: EncodedDataset, section: ml_collections.ConfigDict, buckets, seed: int, epoch: int
+) -> Iterator[dict[str, np.ndarray]]:
+    """Yield one epoch of pair batches; the last batch is padded with filler rows."""
+    rows_a, rows_b, targets = contrastive_pairs(
+        encoded.labels, section.pairs, section.num_iterations, seed, epoch
+    )
+    size = section.batch_size
+    for start in range(0, len(targets), size):
+        end = start + size
+        yield pair_batch(
+            encoded, rows_a[start:end], rows_b[start:end], targets[start:end], size, buckets
+        )
+
+
+def cosine_similarity_loss(model: Classifier, head: dict) -> Callable:
+    """Return loss_fn(params, teacher_params, batch, rng, step) of the pair stage.
+
+    params holds the encoder only; head (fixed, unused by the loss) completes the
+    classifier's params. The loss is the mean squared difference between the cosine
+    similarity of a pair's pooled vectors and its target, over real pairs.
+    """
+
+    def loss_fn(params, teacher_params, batch, rng, step):
+        del teacher_params, step
+        inputs = {
+            key: jnp.concatenate([batch[f"{key}_a"], batch[f"{key}_b"]], axis=0)
+            for key in TOKEN_KEYS
+        }
+        outputs = model.apply(
+            {"params": {"encoder": params["encoder"], "head": head}},
+            inputs["input_ids"],
+            inputs["attention_mask"],
+            inputs["token_type_ids"],
+            deterministic=False,
+            rngs={"dropout": rng},
+        )
+        vectors_a, vectors_b = jnp.split(outputs["pooled"], 2, axis=0)
+        dot = jnp.sum(vectors_a * vectors_b, axis=-1)
+        # Squared norms are clamped, not norms: a filler row's pooled vector is zero.
+        norms = jnp.sum(jnp.square(vectors_a), -1) * jnp.sum(jnp.square(vectors_b), -1)
+        cosine = dot * jax.lax.rsqrt(jnp.maximum(norms, 1e-12))
+        mask = batch["example_mask"]
+        squared = jnp.square(cosine - batch["similarity"])
+        loss = jnp.sum(squared * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+        return loss, {"mean_cosine": jnp.sum(cosine * mask) / jnp.maximum(jnp.sum(mask), 1.0)}
+
+    return loss_fn
+
+
+def nearest_mean_metrics(
+    pooled_fn: Callable[[Any, EncodedDataset], np.ndarray],
+    params: Any,
+    train_data: EncodedDataset,
+    dev_data: EncodedDataset,
+    num_labels: int,
+) -> dict[str, float]:
+    """Dev accuracy and macro-F1 of a cosine nearest-class-mean classifier on params."""
+    train_vectors = pooled_fn(params, train_data)
+    centroids = np.zeros((num_labels, train_vectors.shape[1]), np.float64)
+    np.add.at(centroids, train_data.labels, train_vectors)
+    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    dev_vectors = pooled_fn(params, dev_data)
+    predictions = (dev_vectors @ centroids.T).argmax(-1)
+    metrics = classification_metrics(predictions, dev_data.labels, num_classes=num_labels)
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+
+
+def fit_contrastive(
+    *,
+    model: Classifier,
+    params: dict,
+    section: ml_collections.ConfigDict,
+    optimizer_config: ml_collections.ConfigDict,
+    train_data: EncodedDataset,
+    dev_data: EncodedDataset,
+    num_labels: int,
+    eval_batch_size: int,
+    length_buckets: tuple[int, ...],
+    seed: int,
+    mesh: Mesh,
+    workdir: Path,
+) -> tuple[dict, dict[str, Any]]:
+    """Train params["encoder"] on sentence pairs; return (classifier params, loop record).
+
+    The optimizer is optimizer_config with section's learning rate and warmup. The
+    stage checkpoints its final state, so a rerun of a killed job skips a finished
+    stage. The returned params keep the input head; the caller recomputes it.
+    """
+    if section.batch_size % mesh.size:
+        raise ValueError(
+            f"contrastive.batch_size {section.batch_size} cannot be split over {mesh.size} "
+            f"devices; use a multiple of {mesh.size}."
+        )
+    steps_per_epoch = math.ceil(
+        num_pairs(train_data.labels, section.pairs, section.num_iterations) / section.batch_size
+    )
+    num_steps = steps_per_epoch * section.num_epochs
+    stage_optimizer = ml_collections.ConfigDict(optimizer_config.to_dict())
+    stage_optimizer.learning_rate = section.learning_rate
+    stage_optimizer.warmup_ratio = section.warmup_ratio
+    stage_optimizer.warmup_steps = 0
+    stage_optimizer.freeze = "none"
+    stage_optimizer.layer_decay = 1.0
+    stage_optimizer.head_lr_scale = 1.0
+    encoder_params = {"encoder": params["encoder"]}
+    head = jax.tree.map(np.asarray, params["head"])
+    optimizer, _ = make_optimizer(
+        stage_optimizer, encoder_params, num_steps, model.config.num_layers
+    )
+    state = create_train_state(encoder_params, optimizer, seed, mesh)
+    train_step = make_train_step(cosine_similarity_loss(model, head), optimizer, state, mesh)
+    eval_step = make_eval_step(
+        finetune.eval_apply(model),
+        {"encoder": state.params["encoder"], "head": head},
+        mesh,
+        output_keys=("pooled",),
+    )
+
+    def pooled_fn(encoder_params, encoded):
+        batches = finetune.eval_batches(encoded, eval_batch_size, length_buckets, mesh.size)
+        full = {"encoder": encoder_params["encoder"], "head": head}
+        return predict_outputs(eval_step, full, batches, mesh, len(encoded), key="pooled")
+
+    def evaluate(encoder_params):
+        return nearest_mean_metrics(pooled_fn, encoder_params, train_data, dev_data, num_labels)
+
+    checkpointer = Checkpointer(workdir / "checkpoints" / f"seed_{seed}" / "contrastive")
+    writer = MetricWriter(workdir, "contrastive", seed)
+    settings = LoopSettings(
+        num_steps=num_steps,
+        steps_per_epoch=steps_per_epoch,
+        eval_every=section.eval_every,
+        # The final state is kept, so a rerun finds the stage finished.
+        checkpoint_every=num_steps,
+        log_every=10,
+    )
+    try:
+        state, record = train_loop(
+            state=state,
+            train_step=train_step,
+            make_epoch=lambda epoch: pair_batches(train_data, section, length_buckets, seed, epoch),
+            evaluate=evaluate,
+            settings=settings,
+            mesh=mesh,
+            checkpointer=checkpointer,
+            writer=writer,
+            description=f"contrastive seed {seed}",
+        )
+    finally:
+        writer.close()
+    best, best_record = checkpointer.restore_best(state.params)
+    checkpointer.close()
+    logging.info(
+        "contrastive seed %d: %d pair steps; nearest-class-mean dev %s at step %d",
+        seed,
+        num_steps,
+        best_record,
+        record["best_step"],
+    )
+    return {**params, "encoder": best["encoder"]}, record

@@ -1,0 +1,172 @@
+"""The contrastive sentence-pair stage: pair sampling, batches, loss and a real run."""
+
+import itertools
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+from train_jobs import load_sst2, small_config, tiny_classifier
+
+from fsl_jax.checkpoints import load_encoder
+from fsl_jax.models import select_layers
+from fsl_jax.train import contrastive, finetune
+from fsl_jax.train.mesh import make_mesh
+
+LABELS = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 0])
+
+
+def _section(**overrides) -> ml_collections.ConfigDict:
+    section = contrastive.default_config()
+    section.update(overrides)
+    return section
+
+
+@pytest.mark.parametrize("strategy", ["oversampling", "unique"])
+def test_pairs_cover_every_unordered_pair_with_correct_targets(strategy):
+    rows_a, rows_b, targets = contrastive.contrastive_pairs(LABELS, strategy, 0, seed=1, epoch=0)
+    np.testing.assert_array_equal(targets, (LABELS[rows_a] == LABELS[rows_b]).astype(np.float32))
+    assert np.all(rows_a <= rows_b)
+    every_pair = set(itertools.combinations_with_replacement(range(len(LABELS)), 2))
+    assert set(zip(rows_a.tolist(), rows_b.tolist())) == every_pair
+    assert len(targets) == contrastive.num_pairs(LABELS, strategy, 0)
+    if strategy == "unique":
+        assert len(targets) == len(every_pair)
+
+
+def test_oversampling_balances_and_alternates():
+    _, _, targets = contrastive.contrastive_pairs(LABELS, "oversampling", 0, seed=1, epoch=0)
+    # Classes of 4, 2 and 4 examples: 55 pairs (self-pairs included), of which
+    # 10 + 3 + 10 = 23 same-class and 32 cross-class.
+    assert len(targets) == 64
+    np.testing.assert_array_equal(targets, np.tile([1.0, 0.0], 32))
+
+
+def test_num_iterations_draws_positives_and_negatives_per_example():
+    rows_a, rows_b, targets = contrastive.contrastive_pairs(LABELS, "unique", 3, seed=2, epoch=0)
+    assert len(targets) == 2 * 3 * len(LABELS) == contrastive.num_pairs(LABELS, "unique", 3)
+    np.testing.assert_array_equal(targets, np.tile([1.0, 0.0], 3 * len(LABELS)))
+    np.testing.assert_array_equal(targets, LABELS[rows_a] == LABELS[rows_b])
+
+
+def test_pairs_are_seeded_by_seed_and_epoch():
+    def draw(seed, epoch):
+        return contrastive.contrastive_pairs(LABELS, "oversampling", 0, seed, epoch)
+
+    for first, second in zip(draw(5, 1), draw(5, 1)):
+        np.testing.assert_array_equal(first, second)
+    assert not np.array_equal(draw(5, 1)[0], draw(5, 2)[0])
+    assert not np.array_equal(draw(5, 1)[0], draw(6, 1)[0])
+
+
+def test_pairs_reject_one_class_and_unknown_strategy():
+    with pytest.raises(ValueError, match=r"at least 2 classes.*\[1\].*contrastive.enabled=False"):
+        contrastive.contrastive_pairs(np.array([1, 1, 1]), "oversampling", 0, 0, 0)
+    with pytest.raises(ValueError, match="Unknown contrastive.pairs 'all'"):
+        contrastive.contrastive_pairs(LABELS, "all", 0, 0, 0)
+
+
+@pytest.fixture(scope="module")
+def sst2(data_dir, minilm_dir):
+    return load_sst2(data_dir, minilm_dir, max_length=64)
+
+
+def test_pair_batch_shares_one_width_and_masks_filler_rows(sst2):
+    train = sst2["train"]
+    short = int(np.argmin(train.lengths))
+    long = int(np.argmax(train.lengths))
+    assert train.lengths[short] <= 32 < train.lengths[long]
+    batch = contrastive.pair_batch(
+        train, np.array([short, short]), np.array([long, short]), np.array([0.0, 1.0]), 4, (32, 64)
+    )
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        assert batch[f"{key}_a"].shape == batch[f"{key}_b"].shape == (4, 64)
+    np.testing.assert_array_equal(batch["example_mask"], [1, 1, 0, 0])
+    np.testing.assert_array_equal(batch["similarity"], [0, 1, 0, 0])
+    length = train.lengths[short]
+    np.testing.assert_array_equal(batch["input_ids_a"][0, :length], train.input_ids[short][:length])
+    assert np.all(batch["attention_mask_a"][0, length:] == 0)
+    np.testing.assert_array_equal(batch["input_ids_b"][0, :64], train.input_ids[long][:64])
+
+
+def test_loss_is_mean_squared_cosine_error_over_real_pairs(sst2):
+    train = sst2["train"]
+    model, params = tiny_classifier(dropout=0.0)
+    batch = contrastive.pair_batch(
+        train, np.arange(5), np.arange(5, 10), np.array([1.0, 0.0, 1.0, 0.0, 1.0]), 8, (64,)
+    )
+    loss, metrics = contrastive.cosine_similarity_loss(model, params["head"])(
+        params, None, batch, jax.random.PRNGKey(0), 0
+    )
+
+    def pooled(side):
+        inputs = {key: batch[f"{key}_{side}"] for key in ("input_ids", "attention_mask")}
+        inputs["token_type_ids"] = batch[f"token_type_ids_{side}"]
+        return np.asarray(finetune.eval_apply(model)(params, inputs)["pooled"], np.float64)[:5]
+
+    vectors_a, vectors_b = pooled("a"), pooled("b")
+    cosine = np.sum(vectors_a * vectors_b, -1) / (
+        np.linalg.norm(vectors_a, axis=-1) * np.linalg.norm(vectors_b, axis=-1)
+    )
+    expected = np.mean((cosine - batch["similarity"][:5]) ** 2)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["mean_cosine"]), cosine.mean(), rtol=1e-5)
+    grads = jax.grad(
+        lambda p: contrastive.cosine_similarity_loss(model, params["head"])(
+            p, None, batch, jax.random.PRNGKey(0), 0
+        )[0]
+    )({"encoder": params["encoder"]})
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(grads))
+
+
+@pytest.mark.slow
+def test_stage_separates_classes_and_a_rerun_skips_it(sst2, minilm_dir, tmp_path):
+    """Layer 0 of MiniLM, two epochs of SST-2 seed-13 pairs on 2 devices."""
+    encoder_config, encoder_params = load_encoder(minilm_dir)
+    encoder_config, encoder_params = select_layers(encoder_params, encoder_config, [0])
+    config = small_config()
+    model = finetune.build_classifier(config.model, encoder_config, 2)
+    params = finetune.init_params(model, encoder_params, jax.random.PRNGKey(0))
+    mesh = make_mesh(2)
+    section = _section(enabled=True, num_epochs=2, learning_rate=1e-4)
+
+    def fit(workdir):
+        return contrastive.fit_contrastive(
+            model=model,
+            params=params,
+            section=section,
+            optimizer_config=config.optimizer,
+            train_data=sst2["train"],
+            dev_data=sst2["dev"],
+            num_labels=2,
+            eval_batch_size=32,
+            length_buckets=(32, 64),
+            seed=13,
+            mesh=mesh,
+            workdir=workdir,
+        )
+
+    def train_margin(tree):
+        """Mean cosine of same-class train pairs minus that of cross-class pairs."""
+        vectors = np.zeros((len(sst2["train"]), encoder_config.hidden_size))
+        for batch in finetune.eval_batches(sst2["train"], 32, (32, 64), 1):
+            pooled = np.asarray(finetune.eval_apply(model)(tree, batch)["pooled"])
+            real = batch["example_index"] >= 0
+            vectors[batch["example_index"][real]] = pooled[real]
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        labels = sst2["train"].labels
+        similarity = vectors @ vectors.T
+        same = labels[:, None] == labels[None, :]
+        return similarity[same].mean() - similarity[~same].mean()
+
+    tuned, record = fit(tmp_path)
+    # 32 examples: 272 same-class pairs, oversampled from 256 cross-class: 34 steps per epoch.
+    assert [entry["step"] for entry in record["history"]] == [68]
+    assert record["best_step"] == 68
+    assert train_margin(tuned) > train_margin(params) + 0.3
+    np.testing.assert_array_equal(tuned["head"]["kernel"], params["head"]["kernel"])
+
+    again, again_record = fit(tmp_path)
+    assert again_record == record
+    for first, second in zip(jax.tree.leaves(tuned), jax.tree.leaves(again)):
+        np.testing.assert_array_equal(np.asarray(first), np.asarray(second))
