@@ -71,7 +71,7 @@ def sst2(data_dir, minilm_dir):
     return load_sst2(data_dir, minilm_dir, max_length=64)
 
 
-def test_pair_batch_shares_one_width_and_masks_filler_rows(sst2):
+def test_pair_batch_one_width_filler_rows_masked(sst2):
     train = sst2["train"]
     short = int(np.argmin(train.lengths))
     long = int(np.argmax(train.lengths))
@@ -89,7 +89,7 @@ def test_pair_batch_shares_one_width_and_masks_filler_rows(sst2):
     np.testing.assert_array_equal(batch["input_ids_b"][0, :64], train.input_ids[long][:64])
 
 
-def test_loss_is_mean_squared_cosine_error_over_real_pairs(sst2):
+def test_loss_matches_numpy_over_real_pairs(sst2):
     train = sst2["train"]
     model, params = tiny_classifier(dropout=0.0)
     batch = contrastive.pair_batch(
@@ -160,7 +160,8 @@ def test_stage_separates_classes_and_a_rerun_skips_it(sst2, minilm_dir, tmp_path
         return similarity[same].mean() - similarity[~same].mean()
 
     tuned, record = fit(tmp_path)
-    # 32 examples: 272 same-class pairs, oversampled from 256 cross-class: 34 steps per epoch.
+    # 16 examples per class: 272 same-class and 256 cross-class pairs; oversampling
+    # brings both to 272, so an epoch has 544 pairs, 34 steps of 16.
     assert [entry["step"] for entry in record["history"]] == [68]
     assert record["best_step"] == 68
     assert train_margin(tuned) > train_margin(params) + 0.3

@@ -1,6 +1,6 @@
 """Contrastive sentence-pair stage before classifier fine-tuning (the SetFit recipe).
 
-With 16 examples per class, a classifier head trained on top of the encoder sees
+With 16 examples per class, a classifier head trained on top of the encoder gets
 few gradients that shape the sentence space. This stage trains the encoder on
 pairs of labelled sentences instead: the cosine similarity of their pooled
 vectors is regressed onto 1 for a same-class pair and 0 for a cross-class pair.
@@ -50,7 +50,7 @@ SIDES = ("a", "b")
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """The `contrastive` section of a run config; off unless enabled."""
+    """Return the `contrastive` section of a run config; off unless enabled."""
     return ml_collections.ConfigDict(
         dict(
             enabled=False,
@@ -119,7 +119,7 @@ def contrastive_pairs(
 
 
 def num_pairs(labels: np.ndarray, strategy: str, num_iterations: int) -> int:
-    """Pairs per epoch, without drawing them."""
+    """Return the number of pairs per epoch, without drawing them."""
     if num_iterations > 0:
         return 2 * num_iterations * len(labels)
     labels = np.asarray(labels)
@@ -145,7 +145,7 @@ def pair_batch(
     batch_size: int,
     buckets: tuple[int, ...],
 ) -> dict[str, np.ndarray]:
-    """One batch of sentence pairs; both sides share the smallest bucket that fits both.
+    """Build one batch of sentence pairs; both sides share the smallest bucket that fits both.
 
     Keys: <token key>_a and <token key>_b for each of input_ids, attention_mask and
     token_type_ids, plus similarity (the target) and example_mask (0.0 on filler rows).
@@ -184,7 +184,7 @@ def pair_batches(
 def cosine_similarity_loss(model: Classifier, head: dict) -> Callable:
     """Return loss_fn(params, teacher_params, batch, rng, step) of the pair stage.
 
-    params holds the encoder only; head (fixed, unused by the loss) completes the
+    params contains only the encoder; head (fixed, unused by the loss) completes the
     classifier's params. The loss is the mean squared difference between the cosine
     similarity of a pair's pooled vectors and its target, over real pairs.
     """
@@ -223,7 +223,7 @@ def nearest_mean_metrics(
     dev_data: EncodedDataset,
     num_labels: int,
 ) -> dict[str, float]:
-    """Dev accuracy and macro-F1 of a cosine nearest-class-mean classifier on params."""
+    """Return dev accuracy and macro-F1 of a cosine nearest-class-mean classifier on params."""
     train_vectors = pooled_fn(params, train_data)
     centroids = np.zeros((num_labels, train_vectors.shape[1]), np.float64)
     np.add.at(centroids, train_data.labels, train_vectors)
