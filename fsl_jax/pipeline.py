@@ -491,6 +491,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[s
 
     Returns the results dict, or None when config.train.stop_after stopped training.
     """
+    if not tuple(config.seeds):
+        raise ValueError(
+            "config.seeds is empty, so there is nothing to train; give at least one seed, "
+            "e.g. --config.seeds='(13,)' (the LM-BFF seeds are 13, 21, 42, 87, 100)."
+        )
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     initialize_distributed(config)

@@ -208,3 +208,15 @@ def test_workdir_rejects_changed_config(tmp_path):
     changed.optimizer.learning_rate = 1e-3
     with pytest.raises(ValueError, match="optimizer"):
         pipeline.check_workdir_config(changed, tmp_path)
+    enabled = sst2_finetune.get_config()
+    enabled.contrastive.enabled = True
+    with pytest.raises(ValueError, match="contrastive"):
+        pipeline.check_workdir_config(enabled, tmp_path)
+
+
+def test_run_rejects_empty_seeds(tmp_path):
+    config = sst2_finetune.get_config()
+    config.seeds = ()
+    with pytest.raises(ValueError, match=r"config.seeds is empty.*--config.seeds='\(13,\)'"):
+        pipeline.run(config, tmp_path)
+    assert not any(tmp_path.iterdir())
