@@ -338,7 +338,8 @@ def augment_dataset(
     if copies and "synonym_replacement" in names and synonyms is None:
         raise ValueError(
             "The policy names synonym_replacement but has no synonym source; set "
-            "synonym_file or synonym_checkpoint, or pass synonyms=."
+            "synonym_file, or synonym_checkpoint (a directory or a name such as "
+            "'all-MiniLM-L6-v2': neighbours in its word embeddings), or pass synonyms=."
         )
     if copies and "back_translation" in names and translate_fn is None:
         raise ValueError(
