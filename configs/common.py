@@ -90,8 +90,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     )
 
     # Sentence-pair stage on the encoder before the classifier fine-tune (SetFit's
-    # recipe); see fsl_jax/train/contrastive.py and docs/results.md.
+    # recipe); see fsl_jax/train/contrastive.py. On. It raised mean dev accuracy on
+    # SST-2 from 74.4 to 76.9 and on TREC from 76.7 to 85.6 (docs/results.md); the
+    # other tasks inherit it unmeasured.
     config.contrastive = contrastive.default_config()
+    config.contrastive.enabled = True
 
     # Off by default; e.g. ops="random_deletion=0.1,token_cutoff=0.1" with
     # copies_per_example=4. See docs/augmentation.md.

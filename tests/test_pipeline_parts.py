@@ -208,10 +208,10 @@ def test_workdir_rejects_changed_config(tmp_path):
     changed.optimizer.learning_rate = 1e-3
     with pytest.raises(ValueError, match="optimizer"):
         pipeline.check_workdir_config(changed, tmp_path)
-    enabled = sst2_finetune.get_config()
-    enabled.contrastive.enabled = True
+    without_pairs = sst2_finetune.get_config()
+    without_pairs.contrastive.enabled = False
     with pytest.raises(ValueError, match="contrastive"):
-        pipeline.check_workdir_config(enabled, tmp_path)
+        pipeline.check_workdir_config(without_pairs, tmp_path)
 
 
 def test_run_rejects_empty_seeds(tmp_path):

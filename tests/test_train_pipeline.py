@@ -146,6 +146,30 @@ def test_huge_learning_rate_stops_at_nan(tmp_path, compilation_cache):
     manager.close()
 
 
+@pytest.mark.slow
+def test_contrastive_stage_runs_before_fine_tune_and_repeats(tmp_path, compilation_cache):
+    """With the pair stage on, two fresh runs of one seed give identical results."""
+    pairs = {"contrastive.enabled": True}
+    first = _run(tmp_path / "first", compilation_cache, **pairs)
+    second = _run(tmp_path / "second", compilation_cache, **pairs)
+    assert seed_metrics(first) == seed_metrics(second)
+    np.testing.assert_array_equal(
+        _test_logits(tmp_path / "first"), _test_logits(tmp_path / "second")
+    )
+
+    records = outputs.read_metrics(tmp_path / "first")
+    pair_losses = [
+        r["train_loss"] for r in records if r["model"] == "contrastive" and "train_loss" in r
+    ]
+    # SST-2 seed 13: 32 examples give 544 oversampled pairs, 34 steps of 16, logged every 10.
+    assert len(pair_losses) == 4
+    assert [r["step"] for r in records if r["model"] == "contrastive" and "dev_accuracy" in r] == [
+        34
+    ]
+    teacher_steps = [r["step"] for r in records if r["model"] == "teacher" and "train_loss" in r]
+    assert teacher_steps == [2, 4, 6, 8]
+
+
 @pytest.mark.parametrize(
     "override, misspelt, suggestion",
     [

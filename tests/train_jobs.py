@@ -36,6 +36,9 @@ def small_config(overrides: Mapping[str, Any] | None = None) -> ml_collections.C
     config = sst2_finetune.get_config()
     config.seeds = (13,)
     config.model.keep_layers = (0,)
+    # The pair stage has tests of its own (test_train_contrastive.py); off here keeps
+    # each run to the classifier fine-tune.
+    config.contrastive.enabled = False
     config.max_length = 32
     config.train.length_buckets = (32,)
     config.train.num_steps = 8
