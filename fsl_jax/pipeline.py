@@ -486,6 +486,32 @@ def check_workdir_config(config: ml_collections.ConfigDict, workdir: Path) -> No
     _write_json(path, current)
 
 
+def check_teacher_config(config: ml_collections.ConfigDict, teacher_workdir: Path) -> None:
+    """Raise if distill.teacher_workdir recorded a teacher config other than config's.
+
+    Every section but `distill` must match the teacher run's config.json, since the
+    reused teachers stand in for the ones this config would train. A workdir
+    without config.json (written by versions before the check) is not checked.
+    """
+    path = teacher_workdir / "config.json"
+    if not path.is_file():
+        return
+    recorded = json.loads(path.read_text())
+    current = _result_defining(config)
+    for values in (recorded, current):
+        values.pop("distill", None)
+    changed = sorted(
+        key for key in set(recorded) | set(current) if recorded.get(key) != current.get(key)
+    )
+    if changed:
+        raise ValueError(
+            f"distill.teacher_workdir={teacher_workdir} trained its teachers with other "
+            f"settings (sections {changed} differ from this config), so they are not the "
+            "teachers this config describes. Override those sections to match its "
+            "config.json, or leave distill.teacher_workdir empty to train new teachers."
+        )
+
+
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any] | None:
     """Run the configured job over config.seeds and write results.json and results.md.
 
@@ -503,6 +529,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[s
     mesh = make_mesh(config.get("num_devices") or None)
     logging.info("Mesh: %s over %d devices; workdir %s", dict(mesh.shape), mesh.size, workdir)
 
+    if config.distill.enabled and config.distill.teacher_workdir:
+        check_teacher_config(config, Path(config.distill.teacher_workdir))
     check_workdir_config(config, workdir)
     checkpoint_dir = resolve_checkpoint(config.checkpoint)
     tokenizer = data_lib.Tokenizer.from_pretrained(checkpoint_dir)

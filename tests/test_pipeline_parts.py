@@ -220,3 +220,22 @@ def test_run_rejects_empty_seeds(tmp_path):
     with pytest.raises(ValueError, match=r"config.seeds is empty.*--config.seeds='\(13,\)'"):
         pipeline.run(config, tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_reused_teacher_must_match_config(tmp_path):
+    from configs import sst2_distill
+
+    teacher_dir = tmp_path / "teacher"
+    teacher_dir.mkdir()
+    teacher = sst2_finetune.get_config()
+    teacher.contrastive.enabled = False
+    pipeline.check_workdir_config(teacher, teacher_dir)
+
+    student = sst2_distill.get_config()
+    student.contrastive.enabled = False
+    student.distill.terms.hidden_mse.weight = 1.0  # distill settings may differ
+    pipeline.check_teacher_config(student, teacher_dir)
+    student.contrastive.enabled = True
+    with pytest.raises(ValueError, match=r"other settings \(sections \['contrastive'\]"):
+        pipeline.check_teacher_config(student, teacher_dir)
+    pipeline.check_teacher_config(student, tmp_path / "older_run_without_config_json")
