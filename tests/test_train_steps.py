@@ -164,3 +164,11 @@ def test_eval_step_compiles_once_per_bucket(tiny, sst2):
     assert eval_step._cache_size() == compiled
     assert first == second
     assert logits.shape == (len(dev), 2)
+
+
+def test_global_norm_matches_numpy():
+    from fsl_jax.train.steps import global_norm
+
+    tree = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": [np.float32(-2.0)]}
+    expected = np.sqrt(np.sum(np.arange(6) ** 2) + 4.0)
+    np.testing.assert_allclose(float(global_norm(tree)), expected, rtol=1e-6)

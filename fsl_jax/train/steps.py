@@ -26,6 +26,16 @@ def _state_shardings(state: TrainState) -> TrainState:
     return jax.tree.map(lambda leaf: leaf.sharding, state)
 
 
+def global_norm(tree: Any) -> jax.Array:
+    """Return the L2 norm of all leaves of tree together.
+
+    optax 0.2.8 deprecates optax.global_norm for optax.tree.norm; computing it
+    here keeps the step independent of which name an optax version has.
+    """
+    leaves = jax.tree.leaves(tree)
+    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf.astype(jnp.float32))) for leaf in leaves))
+
+
 def make_train_step(
     loss_fn: LossFn, optimizer: optax.GradientTransformation, state: TrainState, mesh: Mesh
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
@@ -50,9 +60,9 @@ def make_train_step(
         params = optax.apply_updates(state.params, updates)
         metrics = dict(metrics)
         metrics["loss"] = loss
-        metrics["grad_norm"] = optax.global_norm(grads)
-        metrics["update_norm"] = optax.global_norm(updates)
-        metrics["param_norm"] = optax.global_norm(params)
+        metrics["grad_norm"] = global_norm(grads)
+        metrics["update_norm"] = global_norm(updates)
+        metrics["param_norm"] = global_norm(params)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
         return new_state, metrics
 
