@@ -490,7 +490,8 @@ def check_teacher_config(config: ml_collections.ConfigDict, teacher_workdir: Pat
     """Raise if distill.teacher_workdir recorded a teacher config other than config's.
 
     Every section but `distill` must match the teacher run's config.json, since the
-    reused teachers stand in for the ones this config would train. A workdir
+    reused teachers stand in for the ones this config would train; `augment` counts
+    only where it reaches the teacher (ops set and for_finetuning on). A workdir
     without config.json (written by versions before the check) is not checked.
     """
     path = teacher_workdir / "config.json"
@@ -500,6 +501,10 @@ def check_teacher_config(config: ml_collections.ConfigDict, teacher_workdir: Pat
     current = _result_defining(config)
     for values in (recorded, current):
         values.pop("distill", None)
+        augment = values.get("augment", {})
+        if not augment.get("ops") or not augment.get("for_finetuning", True):
+            # The teacher trained without augmentation; the other fields do not matter.
+            values["augment"] = {"teacher": "not augmented"}
     changed = sorted(
         key for key in set(recorded) | set(current) if recorded.get(key) != current.get(key)
     )

@@ -235,6 +235,15 @@ def test_reused_teacher_must_match_config(tmp_path):
     student.contrastive.enabled = False
     student.distill.terms.hidden_mse.weight = 1.0  # distill settings may differ
     pipeline.check_teacher_config(student, teacher_dir)
+    # Augmented copies for the transfer set only leave the teacher as it was.
+    student.augment.ops = "random_swap=0.1"
+    student.augment.copies_per_example = 2
+    student.augment.for_finetuning = False
+    pipeline.check_teacher_config(student, teacher_dir)
+    student.augment.for_finetuning = True
+    with pytest.raises(ValueError, match=r"sections \['augment'\]"):
+        pipeline.check_teacher_config(student, teacher_dir)
+    student.augment.for_finetuning = False
     student.contrastive.enabled = True
     with pytest.raises(ValueError, match=r"other settings \(sections \['contrastive'\]"):
         pipeline.check_teacher_config(student, teacher_dir)
