@@ -489,9 +489,10 @@ def check_workdir_config(config: ml_collections.ConfigDict, workdir: Path) -> No
 def check_teacher_config(config: ml_collections.ConfigDict, teacher_workdir: Path) -> None:
     """Raise if distill.teacher_workdir recorded a teacher config other than config's.
 
-    Every section but `distill` must match the teacher run's config.json, since the
-    reused teachers stand in for the ones this config would train; `augment` counts
-    only where it reaches the teacher (ops set and for_finetuning on). A workdir
+    Every section but `distill` must match the teacher run's config.json, because
+    the reused teachers stand in for the ones this config would train. The
+    `augment` section counts only where it reaches the teacher (ops set and
+    for_finetuning on). A workdir
     without config.json (written by versions before the check) is not checked.
     """
     path = teacher_workdir / "config.json"
