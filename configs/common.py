@@ -90,9 +90,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     )
 
     # Sentence-pair stage on the encoder before the classifier fine-tune (SetFit's
-    # recipe); see fsl_jax/train/contrastive.py. On. It raised mean dev accuracy on
-    # SST-2 from 74.4 to 76.9 and on TREC from 76.7 to 85.6 (docs/results.md); the
-    # other tasks inherit it unmeasured.
+    # recipe); see fsl_jax/train/contrastive.py. It is on because it raised dev accuracy on
+    # SST-2 from 74.4 to 76.9 and on TREC from 76.7 to 85.6 (docs/results.md). The
+    # other tasks inherit it unmeasured. It also halves the speed of the SST-2 job
+    # (docs/benchmarks.md).
     config.contrastive = contrastive.default_config()
     config.contrastive.enabled = True
 

@@ -4,8 +4,8 @@ With 16 examples per class, a classifier head trained on top of the encoder gets
 few gradients that shape the sentence space. This stage trains the encoder on
 pairs of labelled sentences instead: the cosine similarity of their pooled
 vectors is regressed onto 1 for a same-class pair and 0 for a cross-class pair.
-N examples give N(N+1)/2 pairs, so the encoder sees far more distinct targets
-than the N labels. Classifier fine-tuning (with a prototype head computed on the
+N examples give N(N+1)/2 pairs, so the encoder trains on far more distinct
+targets than the N labels. Classifier fine-tuning (with a prototype head computed on the
 tuned encoder) follows as usual.
 
 Pairs (`pairs` in the config section):
@@ -300,6 +300,8 @@ def fit_contrastive(
         steps_per_epoch=steps_per_epoch,
         eval_every=section.eval_every,
         # The final state is kept, so a rerun finds the stage finished.
+        # NOTE: the state includes both AdamW moments, so this write is about 3x the
+        # params; its share of the stage's time on the SST-2 job is not measured.
         checkpoint_every=num_steps,
         log_every=10,
     )
