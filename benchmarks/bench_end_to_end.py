@@ -1,4 +1,4 @@
-"""Wall time of the SST-2 16-shot fine-tune job: fsl_jax run.py against Hugging Face PyTorch.
+"""Wall time of the SST-2 16-shot job: fsl_jax run.py against the PyTorch and SetFit peers.
 
 Each repetition runs, one after another and each in a fresh process:
 
@@ -9,6 +9,8 @@ Each repetition runs, one after another and each in a fresh process:
   torch          benchmarks/peer_hf_finetune.py --seeds 13, once per --peer_threads
                  value: AutoModelForSequenceClassification, AdamW lr 2e-5, batch 8,
                  30 epochs, then dev and test (872 rows) evaluation
+  setfit         benchmarks/peer_setfit.py --seeds 13, once per --setfit_threads
+                 value: SetFit 1.2.0 defaults (the more accurate peer)
 
 Wall time runs from process start to exit: imports, data, model load, compilation,
 training, evaluation and writing results. fsl_jax also selects the best checkpoint
@@ -34,6 +36,7 @@ import bench_common
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PEER_SCRIPT = REPO_ROOT / "benchmarks" / "peer_hf_finetune.py"
+SETFIT_SCRIPT = REPO_ROOT / "benchmarks" / "peer_setfit.py"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -46,6 +49,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         nargs="+",
         default=[2, 1],
         help="torch.set_num_threads values of the PyTorch peer, one run each.",
+    )
+    parser.add_argument(
+        "--setfit_threads",
+        type=int,
+        nargs="*",
+        default=[2],
+        help="torch.set_num_threads values of the SetFit peer, one run each; none skips it.",
     )
     parser.add_argument(
         "--output",
@@ -94,11 +104,13 @@ def fsl_jax_run(seed: int, workdir: Path, cache_dir: Path, log_path: Path) -> di
     }
 
 
-def peer_run(seed: int, threads: int, output: Path, log_path: Path) -> dict[str, Any]:
-    """Run the Hugging Face PyTorch peer for one seed; return its wall time and accuracy."""
+def peer_run(
+    seed: int, threads: int, output: Path, log_path: Path, script: Path = PEER_SCRIPT
+) -> dict[str, Any]:
+    """Run a peer script for one seed; return its wall time and accuracy."""
     command = [
         sys.executable,
-        str(PEER_SCRIPT),
+        str(script),
         "--task",
         "sst2",
         "--seeds",
@@ -120,12 +132,16 @@ def peer_run(seed: int, threads: int, output: Path, log_path: Path) -> dict[str,
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
-    if not PEER_SCRIPT.is_file():
-        raise FileNotFoundError(f"Peer script {PEER_SCRIPT} not found; it is the PyTorch reference.")
+    for script in (PEER_SCRIPT, SETFIT_SCRIPT):
+        if not script.is_file():
+            raise FileNotFoundError(f"Peer script {script} not found; the benchmark needs it.")
 
+    # (run name, script, threads) of every peer run in a repetition.
+    peers = [(f"torch_{threads}threads", PEER_SCRIPT, threads) for threads in args.peer_threads]
+    peers += [(f"setfit_{threads}threads", SETFIT_SCRIPT, threads) for threads in args.setfit_threads]
     runs: dict[str, list[dict[str, Any]]] = {"fsl_jax_cold": [], "fsl_jax_warm": []}
-    for threads in args.peer_threads:
-        runs[f"torch_{threads}threads"] = []
+    for name, _, _ in peers:
+        runs[name] = []
 
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
@@ -141,15 +157,16 @@ def main(argv: list[str]) -> None:
                 return fsl_jax_run(args.seed, folder / "warm", cache_dir, folder / "warm.log")
 
             jobs = [("fsl_jax_cold", cold)]
-            for threads in args.peer_threads:
+            for name, script, threads in peers:
                 jobs.append(
                     (
-                        f"torch_{threads}threads",
-                        lambda threads=threads, folder=folder: peer_run(
+                        name,
+                        lambda name=name, script=script, threads=threads, folder=folder: peer_run(
                             args.seed,
                             threads,
-                            folder / f"peer_{threads}.json",
-                            folder / f"peer_{threads}.log",
+                            folder / f"{name}.json",
+                            folder / f"{name}.log",
+                            script,
                         ),
                     )
                 )
@@ -170,7 +187,7 @@ def main(argv: list[str]) -> None:
         name: bench_common.summary([result["wall_s"] for result in results])
         for name, results in runs.items()
     }
-    peer_names = [f"torch_{threads}threads" for threads in args.peer_threads]
+    peer_names = [name for name, _, _ in peers]
     speedups = {}
     for fsl_name in ("fsl_jax_cold", "fsl_jax_warm"):
         for peer_name in peer_names:
@@ -189,7 +206,7 @@ def main(argv: list[str]) -> None:
         "speedup_peer_wall_over_fsl_jax_wall": speedups,
         "fastest_peer": fastest_peer,
         "fsl_jax_config": "configs/sst2_finetune.py",
-        "peer": str(PEER_SCRIPT.relative_to(REPO_ROOT)),
+        "peers": {name: str(script.relative_to(REPO_ROOT)) for name, script, _ in peers},
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
     report.update(bench_common.run_description())

@@ -9,6 +9,7 @@ import pytest
 from train_jobs import load_sst2, small_config, tiny_classifier
 
 from fsl_jax.checkpoints import load_encoder
+from fsl_jax.data import make_batch
 from fsl_jax.models import select_layers
 from fsl_jax.train import contrastive, finetune
 from fsl_jax.train.mesh import make_mesh
@@ -119,16 +120,95 @@ def test_loss_matches_numpy_over_real_pairs(sst2):
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(grads))
 
 
+def test_in_batch_batches_visit_every_example_once_per_epoch(sst2):
+    train = sst2["train"]
+    batches = list(contrastive.in_batch_batches(train, 12, (32, 64), seed=3, epoch=0))
+    # 32 examples in batches of 12: the last one has 8 real rows and 4 filler rows.
+    assert [int(batch["example_mask"].sum()) for batch in batches] == [12, 12, 8]
+    rows = np.concatenate([batch["example_index"][batch["example_mask"] > 0] for batch in batches])
+    np.testing.assert_array_equal(np.sort(rows), np.arange(len(train)))
+    for batch in batches:
+        real = batch["example_mask"] > 0
+        np.testing.assert_array_equal(batch["labels"][real], train.labels[batch["example_index"][real]])
+
+    def order(seed, epoch):
+        return [b["example_index"] for b in contrastive.in_batch_batches(train, 12, (64,), seed, epoch)]
+
+    np.testing.assert_array_equal(order(3, 0), order(3, 0))
+    assert not np.array_equal(order(3, 0), order(3, 1))
+    assert not np.array_equal(order(3, 0), order(4, 0))
+
+
+def test_in_batch_loss_matches_numpy_over_every_pair(sst2):
+    train = sst2["train"]
+    model, params = tiny_classifier(dropout=0.0)
+    # Rows 0-5 have both labels; rows 6 and 7 are filler and must not count.
+    rows = np.array([0, 1, 2, 16, 17, 31])
+    batch = make_batch(train, rows, 8, (64,))
+    loss, metrics = contrastive.in_batch_cosine_loss(model, params["head"])(
+        params, None, batch, jax.random.PRNGKey(0), 0
+    )
+    pooled = np.asarray(finetune.eval_apply(model)(params, batch)["pooled"], np.float64)[:6]
+    unit = pooled / np.linalg.norm(pooled, axis=-1, keepdims=True)
+    labels = train.labels[rows]
+    assert len(set(labels.tolist())) == 2
+    same, cross, same_cosine, cross_cosine = [], [], [], []
+    for i, j in itertools.combinations(range(6), 2):
+        cosine = float(unit[i] @ unit[j])
+        target = float(labels[i] == labels[j])
+        (same if target else cross).append((cosine - target) ** 2)
+        (same_cosine if target else cross_cosine).append(cosine)
+    np.testing.assert_allclose(float(loss), 0.5 * (np.mean(same) + np.mean(cross)), rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["same_class_cosine"]), np.mean(same_cosine), rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["cross_class_cosine"]), np.mean(cross_cosine), rtol=1e-5)
+
+
+def test_in_batch_rejects_num_iterations_and_an_unsplittable_step(sst2, tmp_path):
+    model, params = tiny_classifier(dropout=0.0)
+    common = dict(
+        model=model,
+        params=params,
+        optimizer_config=small_config().optimizer,
+        train_data=sst2["train"],
+        dev_data=sst2["dev"],
+        num_labels=2,
+        eval_batch_size=32,
+        length_buckets=(64,),
+        seed=13,
+        workdir=tmp_path,
+    )
+    with pytest.raises(ValueError, match="num_iterations 3 has no effect with pairs='in_batch'"):
+        contrastive.fit_contrastive(
+            section=_section(pairs="in_batch", num_iterations=3), mesh=make_mesh(1), **common
+        )
+    with pytest.raises(ValueError, match="sentences_per_step 6 cannot be split over 4 devices"):
+        contrastive.fit_contrastive(
+            section=_section(pairs="in_batch", sentences_per_step=6), mesh=make_mesh(4), **common
+        )
+
+
 @pytest.mark.slow
-def test_stage_separates_classes_and_a_rerun_skips_it(sst2, minilm_dir, tmp_path):
-    """Layer 0 of MiniLM, two epochs of SST-2 seed-13 pairs on 2 devices."""
+@pytest.mark.parametrize(
+    "pairs, overrides, expected_steps",
+    [
+        # 16 examples per class: 272 same-class and 256 cross-class pairs; oversampling
+        # brings both to 272, so an epoch has 544 pairs, 34 steps of 16.
+        ("oversampling", dict(num_epochs=2), 68),
+        # 32 examples in steps of 16 sentences: 2 steps per epoch.
+        ("in_batch", dict(num_epochs=20, sentences_per_step=16), 40),
+    ],
+)
+def test_stage_separates_classes_and_a_rerun_skips_it(
+    sst2, minilm_dir, tmp_path, pairs, overrides, expected_steps
+):
+    """Layer 0 of MiniLM trained on SST-2 seed-13 pairs on 2 devices."""
     encoder_config, encoder_params = load_encoder(minilm_dir)
     encoder_config, encoder_params = select_layers(encoder_params, encoder_config, [0])
     config = small_config()
     model = finetune.build_classifier(config.model, encoder_config, 2)
     params = finetune.init_params(model, encoder_params, jax.random.PRNGKey(0))
     mesh = make_mesh(2)
-    section = _section(enabled=True, num_epochs=2, learning_rate=1e-4)
+    section = _section(enabled=True, pairs=pairs, learning_rate=1e-4, **overrides)
 
     def fit(workdir):
         return contrastive.fit_contrastive(
@@ -160,10 +240,8 @@ def test_stage_separates_classes_and_a_rerun_skips_it(sst2, minilm_dir, tmp_path
         return similarity[same].mean() - similarity[~same].mean()
 
     tuned, record = fit(tmp_path)
-    # 16 examples per class: 272 same-class and 256 cross-class pairs; oversampling
-    # brings both to 272, so an epoch has 544 pairs, 34 steps of 16.
-    assert [entry["step"] for entry in record["history"]] == [68]
-    assert record["best_step"] == 68
+    assert [entry["step"] for entry in record["history"]] == [expected_steps]
+    assert record["best_step"] == expected_steps
     assert train_margin(tuned) > train_margin(params) + 0.3
     np.testing.assert_array_equal(tuned["head"]["kernel"], params["head"]["kernel"])
 

@@ -161,10 +161,11 @@ def test_contrastive_stage_runs_before_fine_tune_and_repeats(tmp_path, compilati
     pair_losses = [
         r["train_loss"] for r in records if r["model"] == "contrastive" and "train_loss" in r
     ]
-    # SST-2 seed 13: 32 examples give 544 oversampled pairs, 34 steps of 16, logged every 10.
-    assert len(pair_losses) == 4
+    # SST-2 seed 13, the default pairs='in_batch': 32 examples, one step of 32 per epoch,
+    # 10 epochs, the loss logged every 10 steps.
+    assert len(pair_losses) == 1 and np.isfinite(pair_losses[0])
     assert [r["step"] for r in records if r["model"] == "contrastive" and "dev_accuracy" in r] == [
-        34
+        10
     ]
     teacher_steps = [r["step"] for r in records if r["model"] == "teacher" and "train_loss" in r]
     assert teacher_steps == [2, 4, 6, 8]

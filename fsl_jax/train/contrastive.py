@@ -15,6 +15,12 @@ Pairs (`pairs` in the config section):
   'unique'        every unordered pair once.
   num_iterations  > 0 replaces both: num_iterations * N positive and as many
                   negative pairs, drawn with replacement.
+  'in_batch'      each step encodes `sentences_per_step` examples once and scores
+                  every pair among them (i < j); the loss is the mean over
+                  same-class pairs plus the mean over cross-class pairs, halved. An
+                  epoch visits every example once, so on a 32-example split one
+                  step covers all 496 pairs for the cost of encoding 32 sentences,
+                  where the listed strategies encode 2 sentences per pair.
 Each epoch shuffles its pairs with a key from (seed, epoch), so a run is
 reproducible and a resumed run draws the batches it would have drawn.
 """
@@ -46,6 +52,7 @@ from fsl_jax.train.steps import make_eval_step, make_train_step
 from fsl_jax.train.writers import MetricWriter
 
 PAIR_STRATEGIES = ("oversampling", "unique")
+IN_BATCH = "in_batch"
 SIDES = ("a", "b")
 
 
@@ -58,6 +65,7 @@ def default_config() -> ml_collections.ConfigDict:
             num_iterations=0,  # > 0: this many positive and negative pairs per example.
             num_epochs=1,
             batch_size=16,  # pairs per step; each step encodes 2 * batch_size sentences.
+            sentences_per_step=32,  # pairs='in_batch' only: examples encoded per step.
             learning_rate=2e-5,
             warmup_ratio=0.1,
             # Steps between dev scores of the nearest-class-mean classifier (0: at the
@@ -101,8 +109,8 @@ def contrastive_pairs(
 
     if strategy not in PAIR_STRATEGIES:
         raise ValueError(
-            f"Unknown contrastive.pairs {strategy!r}; use one of {PAIR_STRATEGIES} or set "
-            "contrastive.num_iterations > 0."
+            f"Unknown contrastive.pairs {strategy!r}; use one of "
+            f"{PAIR_STRATEGIES + (IN_BATCH,)} or set contrastive.num_iterations > 0."
         )
     rows_a, rows_b = np.triu_indices(len(labels))
     same = labels[rows_a] == labels[rows_b]
@@ -181,6 +189,68 @@ def pair_batches(
         )
 
 
+def in_batch_batches(
+    encoded: EncodedDataset, sentences_per_step: int, buckets, seed: int, epoch: int
+) -> Iterator[dict[str, np.ndarray]]:
+    """Yield one epoch of pairs='in_batch' batches: every example once, shuffled by (seed, epoch).
+
+    The last batch is padded with filler rows when sentences_per_step does not divide
+    the number of examples.
+    """
+    _check_labels(encoded.labels)
+    order = np.random.default_rng([seed, epoch]).permutation(len(encoded))
+    for start in range(0, len(order), sentences_per_step):
+        rows = order[start : start + sentences_per_step]
+        yield make_batch(encoded, rows, sentences_per_step, buckets)
+
+
+def _unit(vectors: jax.Array) -> jax.Array:
+    # Squared norms are clamped, not norms: a filler row's pooled vector is zero.
+    squared_norms = jnp.sum(jnp.square(vectors), axis=-1, keepdims=True)
+    return vectors * jax.lax.rsqrt(jnp.maximum(squared_norms, 1e-12))
+
+
+def in_batch_cosine_loss(model: Classifier, head: dict) -> Callable:
+    """Return loss_fn(params, teacher_params, batch, rng, step) of pairs='in_batch'.
+
+    Scores every pair i < j of real rows in the batch: the squared difference between
+    their cosine similarity and the target (1.0 same class, 0.0 otherwise), averaged
+    over same-class pairs and over cross-class pairs separately, and the two means
+    averaged. A batch without pairs of one kind contributes half a loss.
+    """
+
+    def loss_fn(params, teacher_params, batch, rng, step):
+        del teacher_params, step
+        outputs = model.apply(
+            {"params": {"encoder": params["encoder"], "head": head}},
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["token_type_ids"],
+            deterministic=False,
+            rngs={"dropout": rng},
+        )
+        unit = _unit(outputs["pooled"])
+        cosine = unit @ unit.T
+        real = batch["example_mask"] > 0
+        size = real.shape[0]
+        pairs = jnp.triu(jnp.ones((size, size), bool), k=1) & real[:, None] & real[None, :]
+        same = batch["labels"][:, None] == batch["labels"][None, :]
+        squared = jnp.square(cosine - same.astype(cosine.dtype))
+
+        def mean_over(values, select):
+            weight = (pairs & select).astype(values.dtype)
+            return jnp.sum(values * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+
+        loss = 0.5 * (mean_over(squared, same) + mean_over(squared, ~same))
+        metrics = {
+            "same_class_cosine": mean_over(cosine, same),
+            "cross_class_cosine": mean_over(cosine, ~same),
+        }
+        return loss, metrics
+
+    return loss_fn
+
+
 def cosine_similarity_loss(model: Classifier, head: dict) -> Callable:
     """Return loss_fn(params, teacher_params, batch, rng, step) of the pair stage.
 
@@ -255,14 +325,25 @@ def fit_contrastive(
     stage checkpoints its final state, so a rerun of a killed job skips a finished
     stage. The returned params keep the input head; the caller recomputes it.
     """
-    if section.batch_size % mesh.size:
+    in_batch = section.pairs == IN_BATCH
+    if in_batch and section.num_iterations > 0:
         raise ValueError(
-            f"contrastive.batch_size {section.batch_size} cannot be split over {mesh.size} "
+            f"contrastive.num_iterations {section.num_iterations} has no effect with "
+            f"pairs='{IN_BATCH}', which scores every pair in each batch; set it to 0."
+        )
+    size_key = "sentences_per_step" if in_batch else "batch_size"
+    step_size = section[size_key]
+    if step_size % mesh.size:
+        raise ValueError(
+            f"contrastive.{size_key} {step_size} cannot be split over {mesh.size} "
             f"devices; use a multiple of {mesh.size}."
         )
-    steps_per_epoch = math.ceil(
-        num_pairs(train_data.labels, section.pairs, section.num_iterations) / section.batch_size
-    )
+    if in_batch:
+        _check_labels(train_data.labels)
+        steps_per_epoch = math.ceil(len(train_data) / step_size)
+    else:
+        count = num_pairs(train_data.labels, section.pairs, section.num_iterations)
+        steps_per_epoch = math.ceil(count / step_size)
     num_steps = steps_per_epoch * section.num_epochs
     stage_optimizer = ml_collections.ConfigDict(optimizer_config.to_dict())
     stage_optimizer.learning_rate = section.learning_rate
@@ -277,7 +358,8 @@ def fit_contrastive(
         stage_optimizer, encoder_params, num_steps, model.config.num_layers
     )
     state = create_train_state(encoder_params, optimizer, seed, mesh)
-    train_step = make_train_step(cosine_similarity_loss(model, head), optimizer, state, mesh)
+    make_loss = in_batch_cosine_loss if in_batch else cosine_similarity_loss
+    train_step = make_train_step(make_loss(model, head), optimizer, state, mesh)
     eval_step = make_eval_step(
         finetune.eval_apply(model),
         {"encoder": state.params["encoder"], "head": head},
@@ -292,6 +374,11 @@ def fit_contrastive(
 
     def evaluate(encoder_params):
         return nearest_mean_metrics(pooled_fn, encoder_params, train_data, dev_data, num_labels)
+
+    def make_epoch(epoch):
+        if in_batch:
+            return in_batch_batches(train_data, step_size, length_buckets, seed, epoch)
+        return pair_batches(train_data, section, length_buckets, seed, epoch)
 
     checkpointer = Checkpointer(workdir / "checkpoints" / f"seed_{seed}" / "contrastive")
     writer = MetricWriter(workdir, "contrastive", seed)
@@ -309,7 +396,7 @@ def fit_contrastive(
         state, record = train_loop(
             state=state,
             train_step=train_step,
-            make_epoch=lambda epoch: pair_batches(train_data, section, length_buckets, seed, epoch),
+            make_epoch=make_epoch,
             evaluate=evaluate,
             settings=settings,
             mesh=mesh,
