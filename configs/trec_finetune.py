@@ -18,4 +18,7 @@ def get_config():
     config.train.eval_every = 24
     config.max_length = 64
     config.train.length_buckets = (32, 64)
+    # 20 passes of the in-batch pair stage instead of 10 (60 steps of 32 questions):
+    # dev accuracy on seeds 13, 21 and 42 rose from 85.4 to 88.2 (docs/results.md).
+    config.contrastive.num_epochs = 20
     return config

@@ -120,7 +120,7 @@ def test_loss_matches_numpy_over_real_pairs(sst2):
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(grads))
 
 
-def test_in_batch_batches_visit_every_example_once_per_epoch(sst2):
+def test_in_batch_epoch_covers_examples_once(sst2):
     train = sst2["train"]
     batches = list(contrastive.in_batch_batches(train, 12, (32, 64), seed=3, epoch=0))
     # 32 examples in batches of 12: the last one has 8 real rows and 4 filler rows.
@@ -163,7 +163,7 @@ def test_in_batch_loss_matches_numpy_over_every_pair(sst2):
     np.testing.assert_allclose(float(metrics["cross_class_cosine"]), np.mean(cross_cosine), rtol=1e-5)
 
 
-def test_in_batch_rejects_num_iterations_and_an_unsplittable_step(sst2, tmp_path):
+def test_in_batch_rejects_invalid_settings(sst2, tmp_path):
     model, params = tiny_classifier(dropout=0.0)
     common = dict(
         model=model,
