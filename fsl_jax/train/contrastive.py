@@ -204,6 +204,19 @@ def in_batch_batches(
         yield make_batch(encoded, rows, sentences_per_step, buckets)
 
 
+def _train_pooled(model: Classifier, params: dict, head: dict, inputs: dict, rng) -> jax.Array:
+    """Return the pooled vectors of inputs' rows in train mode (dropout on)."""
+    outputs = model.apply(
+        {"params": {"encoder": params["encoder"], "head": head}},
+        inputs["input_ids"],
+        inputs["attention_mask"],
+        inputs["token_type_ids"],
+        deterministic=False,
+        rngs={"dropout": rng},
+    )
+    return outputs["pooled"]
+
+
 def _unit(vectors: jax.Array) -> jax.Array:
     # Squared norms are clamped, not norms: a filler row's pooled vector is zero.
     squared_norms = jnp.sum(jnp.square(vectors), axis=-1, keepdims=True)
@@ -221,15 +234,7 @@ def in_batch_cosine_loss(model: Classifier, head: dict) -> Callable:
 
     def loss_fn(params, teacher_params, batch, rng, step):
         del teacher_params, step
-        outputs = model.apply(
-            {"params": {"encoder": params["encoder"], "head": head}},
-            batch["input_ids"],
-            batch["attention_mask"],
-            batch["token_type_ids"],
-            deterministic=False,
-            rngs={"dropout": rng},
-        )
-        unit = _unit(outputs["pooled"])
+        unit = _unit(_train_pooled(model, params, head, batch, rng))
         cosine = unit @ unit.T
         real = batch["example_mask"] > 0
         size = real.shape[0]
@@ -265,15 +270,8 @@ def cosine_similarity_loss(model: Classifier, head: dict) -> Callable:
             key: jnp.concatenate([batch[f"{key}_a"], batch[f"{key}_b"]], axis=0)
             for key in TOKEN_KEYS
         }
-        outputs = model.apply(
-            {"params": {"encoder": params["encoder"], "head": head}},
-            inputs["input_ids"],
-            inputs["attention_mask"],
-            inputs["token_type_ids"],
-            deterministic=False,
-            rngs={"dropout": rng},
-        )
-        vectors_a, vectors_b = jnp.split(outputs["pooled"], 2, axis=0)
+        pooled = _train_pooled(model, params, head, inputs, rng)
+        vectors_a, vectors_b = jnp.split(pooled, 2, axis=0)
         dot = jnp.sum(vectors_a * vectors_b, axis=-1)
         # Squared norms are clamped, not norms: a filler row's pooled vector is zero.
         norms = jnp.sum(jnp.square(vectors_a), -1) * jnp.sum(jnp.square(vectors_b), -1)
