@@ -18,4 +18,11 @@ def get_config():
     config.train.num_epochs = 20
     config.train.length_buckets = (32, 64)
     config.max_length = 64
+    # Four copies of each train sentence with 10% of its words deleted, on top of the pair
+    # stage: dev accuracy 77.5 against 76.2 without them over the five seeds, the best
+    # of the augmentation policies tried (docs/results.md). The copies would multiply
+    # the steps, so the fine-tune stays at the 80 steps of 20 epochs without them.
+    config.augment.ops = "random_deletion=0.1"
+    config.augment.copies_per_example = 4
+    config.train.num_steps = 80
     return config

@@ -492,7 +492,7 @@ def check_teacher_config(config: ml_collections.ConfigDict, teacher_workdir: Pat
     Every section but `distill` must match the teacher run's config.json, because
     the reused teachers stand in for the ones this config would train. The
     `augment` section counts only where it reaches the teacher (ops set and
-    for_finetuning on). A workdir
+    for_finetuning on), and then without for_transfer_set. A workdir
     without config.json (written by versions before the check) is not checked.
     """
     path = teacher_workdir / "config.json"
@@ -506,6 +506,9 @@ def check_teacher_config(config: ml_collections.ConfigDict, teacher_workdir: Pat
         if not augment.get("ops") or not augment.get("for_finetuning", True):
             # The teacher trained without augmentation; the other fields do not matter.
             values["augment"] = {"teacher": "not augmented"}
+        else:
+            # Whether the copies also join the transfer set does not change the teacher.
+            values["augment"] = {k: v for k, v in augment.items() if k != "for_transfer_set"}
     changed = sorted(
         key for key in set(recorded) | set(current) if recorded.get(key) != current.get(key)
     )

@@ -119,13 +119,22 @@ def test_ablation_from_workdirs(tmp_path, variants):
     (tmp_path / "notes").mkdir()
 
     variant_dirs = ablation_report.discover_variant_dirs(tmp_path)
-    from_disk = ablation_report.ablation_from_workdirs(variant_dirs, "kd", num_resamples=300, seed=1)
-    in_memory = ablation_report.build_ablation(variants, "kd", model="student", num_resamples=300, seed=1)
+    from_disk = ablation_report.ablation_from_workdirs(
+        variant_dirs, "kd", num_resamples=300, seed=1
+    )
+    in_memory = ablation_report.build_ablation(
+        variants, "kd", model="student", num_resamples=300, seed=1
+    )
 
     assert list(variant_dirs) == sorted(variants)
     for name in variants:
-        assert from_disk["variants"][name]["test_accuracy"] == in_memory["variants"][name]["test_accuracy"]
-        assert from_disk["variants"][name]["comparison"] == in_memory["variants"][name]["comparison"]
+        assert (
+            from_disk["variants"][name]["test_accuracy"]
+            == in_memory["variants"][name]["test_accuracy"]
+        )
+        assert (
+            from_disk["variants"][name]["comparison"] == in_memory["variants"][name]["comparison"]
+        )
 
 
 def test_load_variant_predictions_detects_mismatch(tmp_path, variants):

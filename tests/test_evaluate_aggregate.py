@@ -196,7 +196,9 @@ def test_results_markdown_rows():
 
 def test_results_markdown_missing_metric():
     results = aggregate.build_results({"student": {13: {"test_accuracy": 0.5}}})
-    row = next(line for line in report.format_results_markdown(results).splitlines() if "student" in line)
+    row = next(
+        line for line in report.format_results_markdown(results).splitlines() if "student" in line
+    )
 
     assert row.split(" | ")[1] == report.MISSING
     assert "50.0 ± 0.0" in row

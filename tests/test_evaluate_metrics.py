@@ -140,7 +140,12 @@ def test_classification_metrics_agree(random_predictions):
         ([0, 1, 1], [0, 1], {}, r"\(3,\) and \(2,\)"),
         ([], [], {}, "No examples"),
         ([0, 1], [0, 1], {"mask": [0, 0]}, "No examples"),
-        ([0, 1], [0, 1], {"mask": [1, 1, 1]}, r"mask must have the shape of labels \(2,\), got \(3,\)"),
+        (
+            [0, 1],
+            [0, 1],
+            {"mask": [1, 1, 1]},
+            r"mask must have the shape of labels \(2,\), got \(3,\)",
+        ),
         ([0, 3], [0, 1], {"num_classes": 3}, r"class index 3, outside \[0, 3\)"),
         ([0, -1], [0, 1], {}, "negative class index -1"),
         ([[0.1, 0.9]], [1], {}, r"1-D array.*\(1, 2\)"),

@@ -39,7 +39,9 @@ def test_predictions_accept_jax_arrays(tmp_path):
 def test_load_predictions_missing_seed(tmp_path):
     outputs.write_predictions(tmp_path, "student", 13, [0], [0])
 
-    with pytest.raises(FileNotFoundError, match="model 'student' seed 42 not found at .*student_seed42.npz"):
+    with pytest.raises(
+        FileNotFoundError, match="model 'student' seed 42 not found at .*student_seed42.npz"
+    ):
         outputs.load_predictions(tmp_path, "student", [13, 42])
 
 
@@ -100,7 +102,9 @@ def test_to_jsonable_rejects_objects():
 
 def test_metrics_jsonl_round_trip(tmp_path):
     outputs.append_metrics(tmp_path, seed=13, model="teacher", step=10, train_loss=np.float32(0.5))
-    outputs.append_metrics(tmp_path, seed=13, model="teacher", step=20, train_loss=0.25, dev_accuracy=0.75)
+    outputs.append_metrics(
+        tmp_path, seed=13, model="teacher", step=20, train_loss=0.25, dev_accuracy=0.75
+    )
     outputs.append_metrics(tmp_path, seed=13, model="teacher", step=30, train_loss=math.nan)
 
     records = outputs.read_metrics(tmp_path)
@@ -126,7 +130,9 @@ def test_read_metrics_skips_cut_last_line(tmp_path):
 
 def test_read_metrics_rejects_broken_line(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    path.write_text('{"seed": 13, "model": "student", "step": 1}\nnot json\n{"seed": 13, "model": "student", "step": 2}\n')
+    path.write_text(
+        '{"seed": 13, "model": "student", "step": 1}\nnot json\n{"seed": 13, "model": "student", "step": 2}\n'
+    )
 
     with pytest.raises(ValueError, match="metrics.jsonl:2 is not valid JSON"):
         outputs.read_metrics(path)
@@ -136,7 +142,9 @@ def test_read_metrics_requires_identity(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"seed": 13, "train_loss": 1.0}\n')
 
-    with pytest.raises(ValueError, match=r"metrics.jsonl:1 is missing the keys \['model', 'step'\]"):
+    with pytest.raises(
+        ValueError, match=r"metrics.jsonl:1 is missing the keys \['model', 'step'\]"
+    ):
         outputs.read_metrics(path)
 
 

@@ -82,7 +82,11 @@ def test_bootstrap_reproducible_with_seed(labels):
     other = significance.paired_bootstrap(baseline, variant, num_resamples=3000, seed=6)
 
     assert first == second
-    assert (other.ci_low, other.ci_high, other.p_value) != (first.ci_low, first.ci_high, first.p_value)
+    assert (other.ci_low, other.ci_high, other.p_value) != (
+        first.ci_low,
+        first.ci_high,
+        first.p_value,
+    )
 
 
 def test_bootstrap_interval_matches_scipy(labels):
@@ -95,7 +99,10 @@ def test_bootstrap_interval_matches_scipy(labels):
     # Reference: scipy's percentile bootstrap of the mean of the per-example
     # differences averaged over seeds, which is the same statistic.
     per_example = np.mean(
-        [(variant[s].predictions == labels).astype(float) - (baseline[s].predictions == labels) for s in baseline],
+        [
+            (variant[s].predictions == labels).astype(float) - (baseline[s].predictions == labels)
+            for s in baseline
+        ],
         axis=0,
     )
     reference = scipy.stats.bootstrap(
@@ -144,7 +151,9 @@ def test_bootstrap_zero_difference_with_changes(labels):
     variant_predictions[30:60] = 1 - labels[30:60]
 
     result = significance.paired_bootstrap(
-        {13: (baseline_predictions, labels)}, {13: (variant_predictions, labels)}, num_resamples=1000
+        {13: (baseline_predictions, labels)},
+        {13: (variant_predictions, labels)},
+        num_resamples=1000,
     )
 
     assert result.difference == 0.0
@@ -169,13 +178,18 @@ def test_bootstrap_rejects_reordered_test_set(labels):
 
 
 def test_bootstrap_rejects_short_predictions(labels):
-    with pytest.raises(ValueError, match=r"predictions shape \(10,\) does not match labels shape \(2000,\)"):
+    with pytest.raises(
+        ValueError, match=r"predictions shape \(10,\) does not match labels shape \(2000,\)"
+    ):
         significance.paired_bootstrap({13: (labels, labels)}, {13: (labels[:10], labels)})
 
 
 @pytest.mark.parametrize(
     "options, message",
-    [({"num_resamples": 0}, "num_resamples must be at least 1"), ({"confidence": 1.0}, r"confidence must be in \(0, 1\)")],
+    [
+        ({"num_resamples": 0}, "num_resamples must be at least 1"),
+        ({"confidence": 1.0}, r"confidence must be in \(0, 1\)"),
+    ],
 )
 def test_bootstrap_rejects_options(labels, options, message):
     runs = {13: (labels, labels)}
@@ -194,7 +208,9 @@ def test_t_test_matches_scipy():
     assert result.statistic == pytest.approx(reference.statistic)
     assert result.p_value == pytest.approx(reference.pvalue)
     assert result.degrees_of_freedom == 4
-    assert result.mean_difference == pytest.approx(np.mean([variant[s] - baseline[s] for s in SEEDS]))
+    assert result.mean_difference == pytest.approx(
+        np.mean([variant[s] - baseline[s] for s in SEEDS])
+    )
 
 
 def test_t_test_identical_accuracies():

@@ -465,4 +465,6 @@ def test_ce_skips_rows_without_labels():
     }
     labelled_only = {"labels": jnp.array([0, 1]), "example_mask": jnp.ones(2)}
     expected = LOSS_TERMS["ce"].fn({"logits": logits[jnp.array([0, 2])]}, None, labelled_only)
-    assert float(LOSS_TERMS["ce"].fn({"logits": logits}, None, batch)) == pytest.approx(float(expected))
+    assert float(LOSS_TERMS["ce"].fn({"logits": logits}, None, batch)) == pytest.approx(
+        float(expected)
+    )

@@ -44,7 +44,11 @@ def write_synthetic_run(workdir, accuracy_by_model, labels, generator):
                 if step % 10 == 0:
                     progress = step / NUM_STEPS
                     outputs.append_metrics(
-                        workdir, seed=seed, model=model, step=step, dev_accuracy=0.5 + (accuracy - 0.5) * progress
+                        workdir,
+                        seed=seed,
+                        model=model,
+                        step=step,
+                        dev_accuracy=0.5 + (accuracy - 0.5) * progress,
                     )
     results = aggregate.build_results(per_seed_metrics, config={"task": "synthetic"}, repo_dir=None)
     aggregate.write_results(workdir, results)
@@ -68,7 +72,9 @@ def execute_notebook(results_dir, monkeypatch):
 
 
 def code_outputs(notebook):
-    return [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    return [
+        output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
+    ]
 
 
 def count_images(notebook):

@@ -227,12 +227,22 @@ def test_reused_teacher_must_match_config(tmp_path):
 
     teacher_dir = tmp_path / "teacher"
     teacher_dir.mkdir()
+    augmented_dir = tmp_path / "augmented_teacher"
+    augmented_dir.mkdir()
+    pipeline.check_workdir_config(sst2_finetune.get_config(), augmented_dir)
+    # sst2_distill keeps the teacher's deletion copies out of its transfer set, which
+    # leaves the teacher as sst2_finetune trains it.
+    assert sst2_finetune.get_config().augment.ops
+    pipeline.check_teacher_config(sst2_distill.get_config(), augmented_dir)
+
     teacher = sst2_finetune.get_config()
     teacher.contrastive.enabled = False
+    teacher.augment.ops = ""
     pipeline.check_workdir_config(teacher, teacher_dir)
 
     student = sst2_distill.get_config()
     student.contrastive.enabled = False
+    student.augment.ops = ""
     student.distill.terms.hidden_mse.weight = 1.0  # distill settings may differ
     pipeline.check_teacher_config(student, teacher_dir)
     # Augmented copies for the transfer set only leave the teacher as it was.

@@ -129,10 +129,14 @@ def test_in_batch_epoch_covers_examples_once(sst2):
     np.testing.assert_array_equal(np.sort(rows), np.arange(len(train)))
     for batch in batches:
         real = batch["example_mask"] > 0
-        np.testing.assert_array_equal(batch["labels"][real], train.labels[batch["example_index"][real]])
+        np.testing.assert_array_equal(
+            batch["labels"][real], train.labels[batch["example_index"][real]]
+        )
 
     def order(seed, epoch):
-        return [b["example_index"] for b in contrastive.in_batch_batches(train, 12, (64,), seed, epoch)]
+        return [
+            b["example_index"] for b in contrastive.in_batch_batches(train, 12, (64,), seed, epoch)
+        ]
 
     np.testing.assert_array_equal(order(3, 0), order(3, 0))
     assert not np.array_equal(order(3, 0), order(3, 1))
@@ -160,7 +164,9 @@ def test_in_batch_loss_matches_numpy_over_every_pair(sst2):
         (same_cosine if target else cross_cosine).append(cosine)
     np.testing.assert_allclose(float(loss), 0.5 * (np.mean(same) + np.mean(cross)), rtol=1e-5)
     np.testing.assert_allclose(float(metrics["same_class_cosine"]), np.mean(same_cosine), rtol=1e-5)
-    np.testing.assert_allclose(float(metrics["cross_class_cosine"]), np.mean(cross_cosine), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(metrics["cross_class_cosine"]), np.mean(cross_cosine), rtol=1e-5
+    )
 
 
 def test_in_batch_rejects_invalid_settings(sst2, tmp_path):

@@ -39,6 +39,9 @@ def small_config(overrides: Mapping[str, Any] | None = None) -> ml_collections.C
     # The pair stage has tests of its own (test_train_contrastive.py); off here keeps
     # each run to the classifier fine-tune.
     config.contrastive.enabled = False
+    # Likewise the default deletion copies of sst2_finetune (augmentation tests set ops).
+    config.augment.ops = ""
+    config.augment.copies_per_example = 0
     config.max_length = 32
     config.train.length_buckets = (32,)
     config.train.num_steps = 8

@@ -103,7 +103,9 @@ def build_ablation(
     }
 
 
-def load_variant_predictions(workdir: str | os.PathLike, model: str) -> dict[int, outputs.SeedPredictions]:
+def load_variant_predictions(
+    workdir: str | os.PathLike, model: str
+) -> dict[int, outputs.SeedPredictions]:
     """Load one model's per-seed test predictions from a run's workdir.
 
     The seeds come from `results.json`, and the accuracy recomputed from each
@@ -193,9 +195,20 @@ def format_ablation_markdown(ablation: Mapping[str, Any]) -> str:
     for name, entry in ablation["variants"].items():
         comparison = entry["comparison"]
         if comparison is None:
-            rows.append([f"{name} (baseline)", report.format_mean_std(entry["test_accuracy"]), "", "", "", ""])
+            rows.append(
+                [
+                    f"{name} (baseline)",
+                    report.format_mean_std(entry["test_accuracy"]),
+                    "",
+                    "",
+                    "",
+                    "",
+                ]
+            )
             continue
-        interval = f"[{_format_points(comparison['ci_low'])}, {_format_points(comparison['ci_high'])}]"
+        interval = (
+            f"[{_format_points(comparison['ci_low'])}, {_format_points(comparison['ci_high'])}]"
+        )
         rows.append(
             [
                 name,
@@ -242,8 +255,12 @@ def draw_ablation(axes: Axes, ablation: Mapping[str, Any]) -> None:
             capsize=4,
         )
         # Spread the dots a little so equal accuracies stay visible.
-        offsets = [0.5 * (index / max(len(per_seed) - 1, 1) - 0.5) for index in range(len(per_seed))]
-        axes.scatter([position + offset for offset in offsets], per_seed, color="black", s=12, zorder=3)
+        offsets = [
+            0.5 * (index / max(len(per_seed) - 1, 1) - 0.5) for index in range(len(per_seed))
+        ]
+        axes.scatter(
+            [position + offset for offset in offsets], per_seed, color="black", s=12, zorder=3
+        )
 
     all_values = [
         100 * value
@@ -254,7 +271,9 @@ def draw_ablation(axes: Axes, ablation: Mapping[str, Any]) -> None:
     axes.set_ylim(max(0.0, min(all_values) - margin), min(100.0, max(all_values) + margin))
     axes.set_xticks(range(len(names)), names, rotation=30, ha="right")
     axes.set_ylabel("test accuracy (%)")
-    axes.set_title(f"{ablation.get('model') or 'model'}: mean ± std over {len(ablation['seeds'])} seeds")
+    axes.set_title(
+        f"{ablation.get('model') or 'model'}: mean ± std over {len(ablation['seeds'])} seeds"
+    )
 
 
 def write_ablation_report(

@@ -67,9 +67,7 @@ def _select_examples(
         keep = mask.astype(bool)
         predictions, labels = predictions[keep], labels[keep]
     if labels.size == 0:
-        raise ValueError(
-            "No examples to score: labels is empty or the mask selects no example."
-        )
+        raise ValueError("No examples to score: labels is empty or the mask selects no example.")
     return predictions, labels
 
 
@@ -116,9 +114,7 @@ def confusion_matrix(
     return counts.reshape(num_classes, num_classes)
 
 
-def accuracy(
-    predictions: ArrayLike, labels: ArrayLike, mask: ArrayLike | None = None
-) -> float:
+def accuracy(predictions: ArrayLike, labels: ArrayLike, mask: ArrayLike | None = None) -> float:
     """Compute the fraction of examples (where `mask` is nonzero) predicted correctly."""
     predictions, labels = _select_examples(predictions, labels, mask)
     return float(np.mean(predictions == labels))
@@ -238,8 +234,7 @@ def accumulate_sums(
         return dict(sums)
     if set(total) != set(sums):
         raise ValueError(
-            f"Cannot add metric sums with keys {sorted(sums)} to a total with keys "
-            f"{sorted(total)}."
+            f"Cannot add metric sums with keys {sorted(sums)} to a total with keys {sorted(total)}."
         )
     return {key: total[key] + sums[key] for key in total}
 
@@ -257,8 +252,7 @@ def finalize(sums: Mapping[str, jax.Array | np.ndarray]) -> dict[str, float]:
     count = int(host["count"])
     if count == 0:
         raise ValueError(
-            "No examples were counted: every example_mask entry was 0, or no batch "
-            "was added."
+            "No examples were counted: every example_mask entry was 0, or no batch was added."
         )
     confusion = np.asarray(host["confusion"])
     if int(confusion.sum()) != count:

@@ -78,8 +78,7 @@ def format_results_markdown(results: Mapping[str, Any]) -> str:
         "",
         markdown_table(header, rows),
         "",
-        f"Scores in percent over seeds {seeds}. std is the standard deviation with "
-        f"ddof={ddof}.",
+        f"Scores in percent over seeds {seeds}. std is the standard deviation with ddof={ddof}.",
         "",
         f"- created: {results.get('created', MISSING)}",
         f"- git commit: {results.get('git_commit') or 'unknown'}"
@@ -87,6 +86,8 @@ def format_results_markdown(results: Mapping[str, Any]) -> str:
     ]
     versions = results.get("versions") or {}
     if versions:
-        listed = ", ".join(f"{name} {version or 'not installed'}" for name, version in versions.items())
+        listed = ", ".join(
+            f"{name} {version or 'not installed'}" for name, version in versions.items()
+        )
         lines.append(f"- versions: {listed}")
     return "\n".join(lines) + "\n"

@@ -76,7 +76,9 @@ def _correctness(
     Returns the sorted seeds and two bool arrays `[seeds, examples]` that mark the
     correct predictions of the baseline and of the variant.
     """
-    baseline = {int(seed): SeedPredictions(*map(np.asarray, pair)) for seed, pair in baseline.items()}
+    baseline = {
+        int(seed): SeedPredictions(*map(np.asarray, pair)) for seed, pair in baseline.items()
+    }
     variant = {int(seed): SeedPredictions(*map(np.asarray, pair)) for seed, pair in variant.items()}
     if not baseline:
         raise ValueError("baseline has no seeds.")
@@ -97,7 +99,9 @@ def _correctness(
     for seed in seeds:
         for name, runs in (("baseline", baseline), ("variant", variant)):
             predictions, labels = runs[seed]
-            if labels.shape != reference_labels.shape or not np.array_equal(labels, reference_labels):
+            if labels.shape != reference_labels.shape or not np.array_equal(
+                labels, reference_labels
+            ):
                 # Joint resampling needs example i to be the same test example in
                 # every seed and model, so the label arrays must match exactly.
                 raise ValueError(
@@ -148,7 +152,9 @@ def paired_bootstrap(
     # seeds, per example. Sums of resampled rows are exact integers, so the p-value
     # comparisons have no rounding error. Dividing by seeds * examples gives the
     # difference of seed-averaged accuracies.
-    per_example = variant_correct.sum(axis=0, dtype=np.int64) - baseline_correct.sum(axis=0, dtype=np.int64)
+    per_example = variant_correct.sum(axis=0, dtype=np.int64) - baseline_correct.sum(
+        axis=0, dtype=np.int64
+    )
     observed = int(per_example.sum())
     scale = num_seeds * num_examples
 
