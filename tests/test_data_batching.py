@@ -180,6 +180,17 @@ def test_batch_not_divisible_by_devices():
     assert batch["example_mask"].sum() == 10
 
 
+def test_batch_of_30_on_8_devices():
+    dataset = synthetic_dataset([4] * 30)
+    with pytest.raises(ValueError, match=r"Batch size 30 is not divisible by the 8 devices"):
+        next(batch_iterator(dataset, 30, (8,), shuffle=False, num_devices=8))
+    batch = next(
+        batch_iterator(dataset, 30, (8,), shuffle=False, num_devices=8, pad_to_devices=True)
+    )
+    assert batch["input_ids"].shape == (32, 8)
+    assert batch["example_mask"].sum() == 30
+
+
 @pytest.mark.parametrize("buckets", [(), (0, 8), (8, 8), (8.5,)])
 def test_invalid_buckets(buckets):
     with pytest.raises(ValueError, match="bucket"):

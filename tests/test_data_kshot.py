@@ -82,6 +82,16 @@ def test_allow_fewer_takes_all_and_reports():
     assert "all taken" in sample.report.summary()
 
 
+def test_one_and_51_examples_k8():
+    pool = make_pool({"0": 1, "1": 51})
+    with pytest.raises(DataError, match=r"\['0'\].*\{'0': 1, '1': 51\}.*allow_fewer"):
+        sample_kshot(pool, k=8, seed=0)
+    sample = sample_kshot(pool, k=8, seed=0, allow_fewer=True)
+    assert counts_of(sample.train) == {"0": 1, "1": 8}
+    assert len(sample.train.texts) == 9
+    assert sample.report.short_classes == ["0"]
+
+
 def test_duplicates_skipped_before_sampling():
     examples = [Example("same text", None, "0", 1), Example("same  text", None, "0", 2)]
     examples += [Example(f"x{i}", None, "0", 3 + i) for i in range(3)]
