@@ -163,7 +163,8 @@ def test_contrastive_stage_runs_before_fine_tune_and_repeats(tmp_path, compilati
     ]
     # SST-2 seed 13, the default pairs='in_batch': 32 examples, one step of 32 per epoch,
     # 10 epochs, the loss logged every 10 steps.
-    assert len(pair_losses) == 1 and np.isfinite(pair_losses[0])
+    assert len(pair_losses) == 1
+    assert np.isfinite(pair_losses[0])
     assert [r["step"] for r in records if r["model"] == "contrastive" and "dev_accuracy" in r] == [
         10
     ]
