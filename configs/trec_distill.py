@@ -16,6 +16,11 @@ from configs import trec_finetune
 def get_config():
     config = trec_finetune.get_config()
     config.distill.enabled = True
+    # The teacher of the measured students (docs/results.md): the pair stage, then the
+    # classifier fine-tune from a prototype head. A distill.teacher_workdir to reuse must
+    # come from the fine-tune config run with these two overrides.
+    config.train.enabled = True
+    config.model.head_init = "prototypes"
     config.distill.student.num_layers = 2
     config.distill.unlabeled.source = "other_seeds"
     config.distill.unlabeled.max_examples = 1000

@@ -1,4 +1,4 @@
-"""Fine-tune all-MiniLM-L6-v2 on TREC 16-shot, five LM-BFF seeds.
+"""Train all-MiniLM-L6-v2 on TREC 16-shot, five LM-BFF seeds (recipe: configs/common.py).
 
 Run:
   python run.py --config=configs/trec_finetune.py --workdir=runs/trec_finetune
@@ -12,7 +12,8 @@ from configs import common
 def get_config():
     config = common.get_base_config()
     config.task = "trec"
-    # SST-2's recipe; TREC has 3x the train rows, so 8 epochs give a similar step count.
+    # The classifier fine-tune (train.enabled=True): SST-2's recipe; TREC has 3x the
+    # train rows, so 8 epochs give a similar step count.
     config.optimizer.learning_rate = 2e-5
     config.train.num_epochs = 8
     config.train.eval_every = 24

@@ -23,7 +23,7 @@ from fsl_jax import data as data_lib
 from fsl_jax.checkpoints import export_hf, load_encoder, resolve_checkpoint
 from fsl_jax.evaluate import aggregate, outputs
 from fsl_jax.models import select_layers
-from fsl_jax.train import augmentation, contrastive, distill, finetune
+from fsl_jax.train import augmentation, contrastive, distill, finetune, heads
 from fsl_jax.train.checkpointing import Checkpointer
 from fsl_jax.train.mesh import initialize_distributed, make_mesh, replicated
 
@@ -150,7 +150,7 @@ def evaluate_test(
     """
     settings = finetune.TrainSettings.from_config(config.train, len(encoded["train"]), mesh)
     num_labels = model.num_labels
-    eval_step = finetune.make_eval_step(finetune.eval_apply(model), params, mesh)
+    eval_step = finetune.classifier_eval_step(model, params, mesh)
     if timed:
         # The first pass compiles; the second is the timed inference pass.
         finetune.evaluate_split(eval_step, params, encoded["test"], settings, mesh, num_labels)
@@ -169,7 +169,12 @@ def evaluate_test(
 def train_teacher(
     config, seed, encoded, num_labels, workdir, mesh, checkpoint_dir, policy, token_ids
 ):
-    """Fine-tune the pretrained checkpoint; return (model, best params, loop record)."""
+    """Train the teacher from the pretrained checkpoint; return (model, best params, record).
+
+    In order: the optional pair stage, a head fitted on the train vectors
+    (model.head_init), then fine-tuning with selection on dev unless train.enabled
+    is False, in which case the stage's encoder and the fitted head are the teacher.
+    """
     encoder_config, encoder_params = load_encoder(checkpoint_dir)
     if config.model.keep_layers:
         # A shallower teacher from a subset of the checkpoint's layers (fast tests).
@@ -198,20 +203,31 @@ def train_teacher(
             mesh=mesh,
             workdir=workdir,
         )
-    if config.model.head_init == "prototypes":
-        params = finetune.prototype_head(
-            model,
-            params,
-            encoded["train"],
-            num_labels,
-            mesh,
-            config.train.eval_batch_size,
-            tuple(config.train.length_buckets),
+    params = heads.fit_head(
+        config.model.head_init,
+        model,
+        params,
+        encoded["train"],
+        num_labels,
+        mesh,
+        config.train.eval_batch_size,
+        tuple(config.train.length_buckets),
+        c=config.model.get("logistic_c", 1.0),
+    )
+    if not config.train.get("enabled", True):
+        best_params, record = finetune.keep_without_training(
+            name="teacher",
+            seed=seed,
+            params=params,
+            model=model,
+            train_size=len(encoded["train"]),
+            dev_data=encoded["dev"],
+            num_labels=num_labels,
+            train_config=config.train,
+            mesh=mesh,
+            workdir=workdir,
         )
-    elif config.model.head_init != "random":
-        raise ValueError(
-            f"Unknown model.head_init {config.model.head_init!r}; use 'prototypes' or 'random'."
-        )
+        return model, best_params, record
     best_params, record, _ = finetune.fit_and_select(
         name="teacher",
         seed=seed,

@@ -1,4 +1,4 @@
-"""Pipeline pieces: ablation overrides, prototype head, augmentation in the step, transfer sets."""
+"""Pipeline pieces: ablation overrides, augmentation in the step, transfer sets, config checks."""
 
 import sys
 from pathlib import Path
@@ -13,8 +13,7 @@ from fsl_jax import augment
 from fsl_jax import data as data_lib
 from fsl_jax import pipeline
 from fsl_jax.ablation import apply_overrides, parse_overrides
-from fsl_jax.checkpoints import load_encoder
-from fsl_jax.models import Classifier, EncoderConfig, select_layers
+from fsl_jax.models import Classifier, EncoderConfig
 from fsl_jax.train import augmentation, distill, finetune
 from fsl_jax.train.mesh import make_mesh
 
@@ -65,28 +64,6 @@ def sst2_seed13(data_dir, minilm_dir):
     splits, vocab = data_lib.load_task("sst2", seed=13, k=16, data_dir=data_dir)
     train = data_lib.encode_split(tokenizer, splits["train"], 32, vocab)
     return tokenizer, train, vocab
-
-
-def test_prototype_head_is_nearest_class_mean(minilm_dir, sst2_seed13):
-    _, train, vocab = sst2_seed13
-    encoder_config, encoder_params = load_encoder(minilm_dir)
-    encoder_config, encoder_params = select_layers(encoder_params, encoder_config, [0])
-    config = sst2_finetune.get_config()
-    model = finetune.build_classifier(config.model, encoder_config, len(vocab))
-    params = finetune.init_params(model, encoder_params, jax.random.PRNGKey(0))
-    mesh = make_mesh(1)
-    params = finetune.prototype_head(model, params, train, len(vocab), mesh, 16, (32,))
-
-    batch = next(finetune.eval_batches(train, 32, (32,), 1))
-    outputs = finetune.eval_apply(model)(params, batch)
-    assert batch["example_mask"].all()  # 32 rows: one full batch, in batch-row order.
-    pooled = np.asarray(outputs["pooled"])
-    labels = train.labels[batch["example_index"]]
-    centroids = np.stack([pooled[labels == label].mean(0) for label in range(len(vocab))])
-    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
-    expected = (pooled @ centroids.T).argmax(1)
-    predicted = np.asarray(outputs["logits"]).argmax(1)
-    np.testing.assert_array_equal(predicted, expected)
 
 
 def _tiny_batch():
@@ -229,13 +206,27 @@ def test_reused_teacher_must_match_config(tmp_path):
     teacher_dir.mkdir()
     augmented_dir = tmp_path / "augmented_teacher"
     augmented_dir.mkdir()
-    pipeline.check_workdir_config(sst2_finetune.get_config(), augmented_dir)
+
+    def fine_tuned_teacher():
+        """sst2_finetune with the classifier fine-tune that sst2_distill's teacher has."""
+        config = sst2_finetune.get_config()
+        config.train.enabled = True
+        config.model.head_init = "prototypes"
+        return config
+
+    pipeline.check_workdir_config(fine_tuned_teacher(), augmented_dir)
     # sst2_distill keeps the teacher's deletion copies out of its transfer set, which
     # leaves the teacher as sst2_finetune trains it.
     assert sst2_finetune.get_config().augment.ops
     pipeline.check_teacher_config(sst2_distill.get_config(), augmented_dir)
+    # The default sst2_finetune run (a logistic head, no fine-tune) is another teacher.
+    logistic_dir = tmp_path / "logistic_teacher"
+    logistic_dir.mkdir()
+    pipeline.check_workdir_config(sst2_finetune.get_config(), logistic_dir)
+    with pytest.raises(ValueError, match=r"sections \['model', 'train'\]"):
+        pipeline.check_teacher_config(sst2_distill.get_config(), logistic_dir)
 
-    teacher = sst2_finetune.get_config()
+    teacher = fine_tuned_teacher()
     teacher.contrastive.enabled = False
     teacher.augment.ops = ""
     pipeline.check_workdir_config(teacher, teacher_dir)

@@ -16,9 +16,16 @@ import orbax.checkpoint as ocp
 import pytest
 from train_jobs import REPO_ROOT, TIMING_METRICS, seed_metrics, small_config
 
+from sklearn.linear_model import LogisticRegression
+
+from fsl_jax import data as data_lib
 from fsl_jax import pipeline
+from fsl_jax.checkpoints import load_encoder
 from fsl_jax.evaluate import outputs
+from fsl_jax.models import select_layers
+from fsl_jax.train import finetune, heads
 from fsl_jax.train.loop import NonFiniteLossError
+from fsl_jax.train.mesh import make_mesh
 
 SEED = 13
 # Eight steps with an eval every two. The killed run stops after step 4, one step
@@ -170,6 +177,50 @@ def test_contrastive_stage_runs_before_fine_tune_and_repeats(tmp_path, compilati
     ]
     teacher_steps = [r["step"] for r in records if r["model"] == "teacher" and "train_loss" in r]
     assert teacher_steps == [2, 4, 6, 8]
+
+
+@pytest.mark.slow
+def test_pair_stage_with_logistic_head_and_no_fine_tune(tmp_path, compilation_cache, minilm_dir):
+    """train.enabled=False: the teacher is the stage's encoder with a logistic head."""
+    overrides = {
+        "train.enabled": False,
+        "model.head_init": "logistic",
+        "contrastive.enabled": True,
+        "contrastive.num_epochs": 2,
+    }
+    teacher = seed_metrics(_run(tmp_path, compilation_cache, **overrides))["teacher"]
+    assert teacher["best_step"] == 0
+    records = [r for r in outputs.read_metrics(tmp_path) if r["model"] == "teacher"]
+    assert not [r for r in records if "train_loss" in r]
+    assert [r["step"] for r in records if "dev_accuracy" in r] == [0]
+
+    # The best checkpoint is what a distillation run reuses as its teacher.
+    best = ocp.CheckpointManager(tmp_path / "checkpoints" / f"seed_{SEED}" / "teacher" / "best")
+    restored = best.restore(
+        0, args=ocp.args.Composite(params=ocp.args.StandardRestore(), record=ocp.args.JsonRestore())
+    )
+    best.close()
+    assert restored["record"]["accuracy"] == teacher["dev_accuracy"]
+
+    # Its test probabilities are scikit-learn's logistic regression (C=1) fitted on the
+    # stage encoder's pooled train vectors.
+    config = small_config(overrides)
+    encoder_config, encoder_params = load_encoder(minilm_dir)
+    encoder_config, _ = select_layers(encoder_params, encoder_config, [0])
+    model = finetune.build_classifier(config.model, encoder_config, 2)
+    tokenizer = data_lib.Tokenizer.from_pretrained(minilm_dir)
+    encoded, _, _ = pipeline.load_seed_data(config, SEED, tokenizer, tmp_path / "check")
+    params = jax.tree.map(np.asarray, restored["params"])  # Saved from 2 devices; read on 1.
+    pooled = {
+        name: heads.pooled_features(model, params, encoded[name], make_mesh(1), 64, (32,))
+        for name in ("train", "test")
+    }
+    reference = LogisticRegression(C=1.0, max_iter=10_000, tol=1e-10)
+    reference.fit(pooled["train"], encoded["train"].labels)
+    logits = _test_logits(tmp_path)
+    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(probabilities, reference.predict_proba(pooled["test"]), atol=2e-3)
 
 
 @pytest.mark.parametrize(

@@ -39,6 +39,10 @@ def small_config(overrides: Mapping[str, Any] | None = None) -> ml_collections.C
     # The pair stage has tests of its own (test_train_contrastive.py); off here keeps
     # each run to the classifier fine-tune.
     config.contrastive.enabled = False
+    # The classifier fine-tune these tests exercise (the default recipe fits a logistic
+    # head on the stage's vectors and stops there).
+    config.train.enabled = True
+    config.model.head_init = "prototypes"
     # Likewise the default deletion copies of sst2_finetune (augmentation tests set ops).
     config.augment.ops = ""
     config.augment.copies_per_example = 0

@@ -48,7 +48,7 @@ from fsl_jax.train.loop import LoopSettings, train_loop
 from fsl_jax.train.optimizer import make_optimizer
 from fsl_jax.train.predict import predict_outputs
 from fsl_jax.train.state import create_train_state
-from fsl_jax.train.steps import make_eval_step, make_train_step
+from fsl_jax.train.steps import make_train_step
 from fsl_jax.train.writers import MetricWriter
 
 PAIR_STRATEGIES = ("oversampling", "unique")
@@ -358,11 +358,8 @@ def fit_contrastive(
     state = create_train_state(encoder_params, optimizer, seed, mesh)
     make_loss = in_batch_cosine_loss if in_batch else cosine_similarity_loss
     train_step = make_train_step(make_loss(model, head), optimizer, state, mesh)
-    eval_step = make_eval_step(
-        finetune.eval_apply(model),
-        {"encoder": state.params["encoder"], "head": head},
-        mesh,
-        output_keys=("pooled",),
+    eval_step = finetune.classifier_eval_step(
+        model, {"encoder": state.params["encoder"], "head": head}, mesh
     )
 
     def pooled_fn(encoder_params, encoded):

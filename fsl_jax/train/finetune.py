@@ -20,6 +20,7 @@ from fsl_jax.models import Classifier, EncoderConfig
 from fsl_jax.train import augmentation
 from fsl_jax.train.checkpointing import Checkpointer
 from fsl_jax.train.loop import LoopSettings, train_loop
+from fsl_jax.train.mesh import replicated
 from fsl_jax.train.optimizer import make_optimizer
 from fsl_jax.train.predict import predict_outputs
 from fsl_jax.train.state import create_train_state
@@ -63,39 +64,6 @@ def init_params(model: Classifier, encoder_params: dict | None, rng: jax.Array) 
         wanted = params["encoder"]
         params["encoder"] = {key: encoder_params[key] for key in wanted}
     return params
-
-
-def prototype_head(
-    model: Classifier,
-    params: dict,
-    encoded: EncodedDataset,
-    num_labels: int,
-    mesh: Mesh,
-    eval_batch_size: int,
-    length_buckets: tuple[int, ...],
-) -> dict:
-    """Return params whose head is a nearest-class-mean classifier over the pooled vectors.
-
-    Each class's kernel column is the mean pooled vector of its training examples,
-    normalised to unit length when the model normalises its pooled vector (the head is
-    then a cosine classifier). Starting fine-tuning from this head instead of a random
-    one keeps early gradients from distorting the pretrained features.
-    """
-    eval_step = make_eval_step(eval_apply(model), params, mesh, output_keys=("pooled",))
-    batches = eval_batches(encoded, eval_batch_size, length_buckets, mesh.size)
-    pooled = predict_outputs(eval_step, params, batches, mesh, len(encoded), key="pooled")
-    counts = np.bincount(encoded.labels, minlength=num_labels)
-    if np.any(counts == 0):
-        raise ValueError(
-            f"Prototype head needs an example of every class; class counts are {counts.tolist()}."
-        )
-    centroids = np.zeros((num_labels, pooled.shape[1]), np.float32)
-    np.add.at(centroids, encoded.labels, pooled)
-    centroids /= counts[:, None]
-    if model.normalize:
-        centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-6)
-    head = {"kernel": centroids.T.copy(), "bias": np.zeros((num_labels,), np.float32)}
-    return {**params, "head": head}
 
 
 def apply_model(model: Classifier, params, inputs: dict, **kwargs) -> dict:
@@ -147,6 +115,27 @@ def eval_apply(model: Classifier) -> Callable[[Any, dict], dict]:
         )
 
     return apply
+
+
+# One jitted eval step per (model, mesh, param shardings), shared by every caller.
+_CLASSIFIER_EVAL_STEPS: dict[tuple, Callable] = {}
+
+
+def classifier_eval_step(model: Classifier, params: Any, mesh: Mesh) -> Callable:
+    """Return the shared jitted eval step of model, with outputs 'logits' and 'pooled'.
+
+    The pair stage, the head fit, dev and test evaluation (and every later seed)
+    call the same jitted function, so JAX traces the model and loads each compiled
+    shape once per process instead of once per caller.
+    """
+    shardings = jax.tree.map(lambda leaf: getattr(leaf, "sharding", replicated(mesh)), params)
+    leaves, treedef = jax.tree.flatten(shardings)
+    key = (model, mesh, treedef, tuple(leaves))
+    if key not in _CLASSIFIER_EVAL_STEPS:
+        _CLASSIFIER_EVAL_STEPS[key] = make_eval_step(
+            eval_apply(model), params, mesh, output_keys=("logits", "pooled")
+        )
+    return _CLASSIFIER_EVAL_STEPS[key]
 
 
 def eval_batches(
@@ -299,3 +288,39 @@ def fit_and_select(
     best_params, best_record = checkpointer.restore_best(state.params)
     logging.info("%s seed %d: best dev %s at step %d", name, seed, best_record, record["best_step"])
     return best_params, record, checkpointer
+
+
+def keep_without_training(
+    *,
+    name: str,
+    seed: int,
+    params: Any,
+    model: Classifier,
+    train_size: int,
+    dev_data: EncodedDataset,
+    num_labels: int,
+    train_config: ml_collections.ConfigDict,
+    mesh: Mesh,
+    workdir: Path,
+) -> tuple[Any, dict[str, Any]]:
+    """Score params on dev and keep them as the best checkpoint at step 0, untrained.
+
+    For train.enabled=False: the model is the pair stage's encoder with a fitted head.
+    The checkpoint and loop record have the layout fit_and_select writes, so a
+    distillation run can reuse the model as its teacher. Returns (params, record).
+    """
+    settings = TrainSettings.from_config(train_config, train_size, mesh)
+    params = jax.device_put(params, replicated(mesh))
+    eval_step = classifier_eval_step(model, params, mesh)
+    metrics, _ = evaluate_split(eval_step, params, dev_data, settings, mesh, num_labels)
+    dev = {"accuracy": float(metrics["accuracy"]), "macro_f1": float(metrics["macro_f1"])}
+    checkpointer = Checkpointer(workdir / "checkpoints" / f"seed_{seed}" / name, 1)
+    checkpointer.save_best(0, params, {"step": 0, **dev})
+    checkpointer.close()
+    writer = MetricWriter(workdir, name, seed)
+    try:
+        writer.write(0, {f"dev_{key}": value for key, value in dev.items()})
+    finally:
+        writer.close()
+    logging.info("%s seed %d: no fine-tuning (train.enabled=False); dev %s", name, seed, dev)
+    return params, {"best_step": 0, "best_dev": dev, "history": [{"step": 0, **dev}]}

@@ -9,6 +9,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from fsl_jax.train.event_file import ScalarEventWriter
+
 
 def _to_python(value: Any) -> Any:
     if isinstance(value, (np.generic, np.ndarray, jax.Array)):
@@ -20,8 +22,9 @@ def _to_python(value: Any) -> Any:
 class MetricWriter:
     """Append metrics to <workdir>/metrics.jsonl and TensorBoard under <workdir>/tensorboard.
 
-    Each JSON line is {"seed", "model", "step", <metric>: value, ...}. TensorBoard
-    tags are "<model>/seed_<seed>/<metric>".
+    Each JSON line is {"seed", "model", "step", <metric>: value, ...}. The numbers
+    also go to TensorBoard, tagged "<model>/<metric>", in one event file per writer
+    under tensorboard/<model>_seed<seed>/.
     """
 
     def __init__(self, workdir: str | Path, model: str, seed: int):
@@ -34,11 +37,7 @@ class MetricWriter:
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         self._jsonl = workdir / "metrics.jsonl"
-        from tensorboardX import SummaryWriter
-
-        self._tensorboard = SummaryWriter(
-            str(workdir / "tensorboard" / f"{model}_seed{seed}"), flush_secs=30
-        )
+        self._tensorboard = ScalarEventWriter(workdir / "tensorboard" / f"{model}_seed{seed}")
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.active:
@@ -47,10 +46,12 @@ class MetricWriter:
         record.update({key: _to_python(value) for key, value in metrics.items()})
         with self._jsonl.open("a") as handle:
             handle.write(json.dumps(record, sort_keys=True) + "\n")
-        for key, value in record.items():
-            if key in ("seed", "model", "step") or not isinstance(value, (int, float)):
-                continue
-            self._tensorboard.add_scalar(f"{self.model}/{key}", value, int(step))
+        scalars = {
+            f"{self.model}/{key}": value
+            for key, value in record.items()
+            if key not in ("seed", "model", "step") and isinstance(value, (int, float))
+        }
+        self._tensorboard.add_scalars(int(step), scalars)
 
     def close(self) -> None:
         if self._tensorboard is not None:
