@@ -13,9 +13,9 @@ Each repetition runs, one after another and each in a fresh process:
                  value: SetFit 1.2.0 defaults (the more accurate peer)
 
 Wall time runs from process start to exit: imports, data, model load, compilation,
-training, evaluation and writing results. fsl_jax also selects the best checkpoint
-on dev every 20 steps and evaluates test twice (the first pass compiles), which the
-peer does not do. The order of the runs is reversed on every other repetition.
+training, evaluation and writing results. fsl_jax also scores dev and writes
+orbax checkpoints, which the peers do not do. The order of the runs is reversed on
+every other repetition.
 
     python benchmarks/bench_end_to_end.py --output benchmarks/results/bench_end_to_end.json
 """
