@@ -179,23 +179,35 @@ def test_contrastive_stage_runs_before_fine_tune_and_repeats(tmp_path, compilati
     assert teacher_steps == [2, 4, 6, 8]
 
 
+# The default recipe, shrunk: 2 pair-stage passes, a logistic head, no fine-tune.
+LOGISTIC = {
+    "train.enabled": False,
+    "model.head_init": "logistic",
+    "contrastive.enabled": True,
+    "contrastive.num_epochs": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def logistic_teacher(tmp_path_factory, compilation_cache):
+    """A run of the default recipe: (workdir, results)."""
+    workdir = tmp_path_factory.mktemp("logistic_teacher")
+    return workdir, _run(workdir, compilation_cache, **LOGISTIC)
+
+
 @pytest.mark.slow
-def test_pair_stage_with_logistic_head_and_no_fine_tune(tmp_path, compilation_cache, minilm_dir):
+def test_pair_stage_with_logistic_head_and_no_fine_tune(logistic_teacher, tmp_path, minilm_dir):
     """train.enabled=False: the teacher is the stage's encoder with a logistic head."""
-    overrides = {
-        "train.enabled": False,
-        "model.head_init": "logistic",
-        "contrastive.enabled": True,
-        "contrastive.num_epochs": 2,
-    }
-    teacher = seed_metrics(_run(tmp_path, compilation_cache, **overrides))["teacher"]
+    workdir, results = logistic_teacher
+    overrides = LOGISTIC
+    teacher = seed_metrics(results)["teacher"]
     assert teacher["best_step"] == 0
-    records = [r for r in outputs.read_metrics(tmp_path) if r["model"] == "teacher"]
+    records = [r for r in outputs.read_metrics(workdir) if r["model"] == "teacher"]
     assert not [r for r in records if "train_loss" in r]
     assert [r["step"] for r in records if "dev_accuracy" in r] == [0]
 
     # The best checkpoint is what a distillation run reuses as its teacher.
-    best = ocp.CheckpointManager(tmp_path / "checkpoints" / f"seed_{SEED}" / "teacher" / "best")
+    best = ocp.CheckpointManager(workdir / "checkpoints" / f"seed_{SEED}" / "teacher" / "best")
     restored = best.restore(
         0, args=ocp.args.Composite(params=ocp.args.StandardRestore(), record=ocp.args.JsonRestore())
     )
@@ -217,10 +229,39 @@ def test_pair_stage_with_logistic_head_and_no_fine_tune(tmp_path, compilation_ca
     }
     reference = LogisticRegression(C=1.0, max_iter=10_000, tol=1e-10)
     reference.fit(pooled["train"], encoded["train"].labels)
-    logits = _test_logits(tmp_path)
+    logits = _test_logits(workdir)
     probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
     probabilities /= probabilities.sum(axis=1, keepdims=True)
     np.testing.assert_allclose(probabilities, reference.predict_proba(pooled["test"]), atol=2e-3)
+
+
+@pytest.mark.slow
+def test_distill_job_reuses_logistic_teacher(logistic_teacher, tmp_path, compilation_cache):
+    """A distillation run on the default teacher: the student trains, the teacher is reused."""
+    teacher_dir, teacher_results = logistic_teacher
+    overrides = {
+        **LOGISTIC,
+        "distill.enabled": True,
+        "distill.teacher_workdir": str(teacher_dir),
+        "distill.student.num_layers": 1,
+        "distill.train.num_steps": 4,
+        "distill.train.eval_every": 2,
+    }
+    results = _run(tmp_path, compilation_cache, **overrides)
+    metrics = seed_metrics(results)
+    assert metrics["teacher"] == seed_metrics(teacher_results)["teacher"]
+    student = metrics["student"]
+    assert student["best_step"] in (2, 4)
+    assert 0.0 <= student["test_accuracy"] <= 1.0
+    # The test teacher has one layer, so the 1-layer student has its size.
+    assert student["num_params"] == metrics["teacher"]["num_params"]
+
+    records = outputs.read_metrics(tmp_path)
+    # Reused, so no teacher or pair-stage training here; the student logs steps 2 and 4.
+    assert {r["model"] for r in records} == {"student"}
+    assert [r["step"] for r in records if "train_loss" in r] == [2, 4]
+    with np.load(outputs.predictions_path(tmp_path, "student", SEED)) as arrays:
+        assert arrays["logits"].shape == (872, 2)
 
 
 @pytest.mark.parametrize(
