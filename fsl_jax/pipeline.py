@@ -468,6 +468,21 @@ RESUMABLE_KEYS = ("seeds", "num_devices", "distributed", "compilation_cache_dir"
 RESUMABLE_TRAIN_KEYS = ("stop_after", "checkpoint_every", "keep_checkpoints", "log_every")
 
 
+# Config keys added after runs were recorded, with the values that reproduce what
+# those runs did. A recorded config.json without them gets these values, so an older
+# workdir still matches a config that asks for the same run.
+LEGACY_VALUES = {"train": {"enabled": True}, "model": {"logistic_c": 1.0}}
+
+
+def _recorded_config(path: Path) -> dict[str, Any]:
+    recorded = json.loads(path.read_text())
+    for section, values in LEGACY_VALUES.items():
+        if isinstance(recorded.get(section), dict):
+            for key, value in values.items():
+                recorded[section].setdefault(key, value)
+    return recorded
+
+
 def _result_defining(config: ml_collections.ConfigDict) -> dict[str, Any]:
     values = json.loads(config.to_json_best_effort(sort_keys=True))
     for key in RESUMABLE_KEYS:
@@ -488,7 +503,7 @@ def check_workdir_config(config: ml_collections.ConfigDict, workdir: Path) -> No
     path = workdir / "config.json"
     current = _result_defining(config)
     if path.is_file():
-        recorded = json.loads(path.read_text())
+        recorded = _recorded_config(path)
         if recorded != current:
             changed = sorted(
                 key for key in set(recorded) | set(current) if recorded.get(key) != current.get(key)
@@ -514,7 +529,7 @@ def check_teacher_config(config: ml_collections.ConfigDict, teacher_workdir: Pat
     path = teacher_workdir / "config.json"
     if not path.is_file():
         return
-    recorded = json.loads(path.read_text())
+    recorded = _recorded_config(path)
     current = _result_defining(config)
     for values in (recorded, current):
         values.pop("distill", None)

@@ -1,5 +1,6 @@
 """Pipeline pieces: ablation overrides, augmentation in the step, transfer sets, config checks."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -197,6 +198,25 @@ def test_run_rejects_empty_seeds(tmp_path):
     with pytest.raises(ValueError, match=r"config.seeds is empty.*--config.seeds='\(13,\)'"):
         pipeline.run(config, tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_config_recorded_before_new_keys_still_matches(tmp_path):
+    """A config.json written before train.enabled and model.logistic_c existed."""
+    from configs import sst2_distill
+
+    teacher = sst2_finetune.get_config()
+    teacher.train.enabled = True
+    teacher.model.head_init = "prototypes"
+    recorded = pipeline._result_defining(teacher)
+    del recorded["train"]["enabled"], recorded["model"]["logistic_c"]
+    (tmp_path / "config.json").write_text(json.dumps(recorded))
+
+    # Those runs fine-tuned the classifier, as sst2_distill's teacher does.
+    pipeline.check_teacher_config(sst2_distill.get_config(), tmp_path)
+    pipeline.check_workdir_config(teacher, tmp_path)
+    # The default recipe (no fine-tune) is another run.
+    with pytest.raises(ValueError, match=r"sections \['model', 'train'\] differ"):
+        pipeline.check_workdir_config(sst2_finetune.get_config(), tmp_path)
 
 
 def test_reused_teacher_must_match_config(tmp_path):
