@@ -196,7 +196,7 @@ def logistic_teacher(tmp_path_factory, compilation_cache):
 
 
 @pytest.mark.slow
-def test_pair_stage_with_logistic_head_and_no_fine_tune(logistic_teacher, tmp_path, minilm_dir):
+def test_logistic_teacher_without_fine_tune(logistic_teacher, tmp_path, minilm_dir):
     """train.enabled=False: the teacher is the stage's encoder with a logistic head."""
     workdir, results = logistic_teacher
     overrides = LOGISTIC
