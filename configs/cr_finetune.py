@@ -1,9 +1,9 @@
-"""Fine-tune all-MiniLM-L6-v2 on CR 16-shot, five LM-BFF seeds.
+"""Train all-MiniLM-L6-v2 on CR 16-shot, five LM-BFF seeds.
 
 Run:
   python run.py --config=configs/cr_finetune.py --workdir=runs/cr_finetune
 
-Expected: see docs/results.md for the measured test accuracy (mean ± std over seeds).
+Expected: test accuracy 73.6 ± 1.6 over the five seeds (mean ± std, docs/results.md).
 """
 
 from configs import common

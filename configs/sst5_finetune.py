@@ -1,9 +1,9 @@
-"""Fine-tune all-MiniLM-L6-v2 on SST-5 16-shot, five LM-BFF seeds.
+"""Train all-MiniLM-L6-v2 on SST-5 16-shot, five LM-BFF seeds.
 
 Run:
   python run.py --config=configs/sst5_finetune.py --workdir=runs/sst5_finetune
 
-Expected: see docs/results.md for the measured test accuracy (mean ± std over seeds).
+Expected: test accuracy 32.5 ± 0.9 over the five seeds (mean ± std, docs/results.md).
 """
 
 from configs import common

@@ -3,7 +3,7 @@
 Run:
   python run.py --config=configs/trec_finetune.py --workdir=runs/trec_finetune
 
-Expected: see docs/results.md for the measured test accuracy (mean ± std over seeds).
+Expected: test accuracy 88.9 ± 2.4 over the five seeds (mean ± std, docs/results.md).
 """
 
 from configs import common
