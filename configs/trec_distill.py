@@ -21,6 +21,9 @@ def get_config():
     # come from the fine-tune config run with these two overrides.
     config.train.enabled = True
     config.model.head_init = "prototypes"
+    # That teacher's pair stage ran 20 passes, which scored best on dev before the
+    # fine-tune (docs/results.md).
+    config.contrastive.num_epochs = 20
     config.distill.student.num_layers = 2
     config.distill.unlabeled.source = "other_seeds"
     config.distill.unlabeled.max_examples = 1000
