@@ -200,7 +200,7 @@ def test_run_rejects_empty_seeds(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_config_recorded_before_new_keys_still_matches(tmp_path):
+def test_legacy_config_still_matches(tmp_path):
     """A config.json written before train.enabled and model.logistic_c existed."""
     from configs import sst2_distill
 

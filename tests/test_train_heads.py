@@ -55,9 +55,9 @@ def test_logistic_regression_is_deterministic():
         np.testing.assert_array_equal(a, b)
 
 
-def test_logistic_regression_rejects_bad_c_and_missing_class():
+def test_logistic_regression_rejects_invalid_input():
     features, labels = _clustered(20, 8, 2, seed=1)
-    with pytest.raises(ValueError, match=r"c > 0.*c=0"):
+    with pytest.raises(ValueError, match=r"c=0\.0.*must be > 0"):
         heads.fit_logistic_regression(features, labels, 2, c=0.0)
     with pytest.raises(ValueError, match=r"every class.*\[10, 10, 0\]"):
         heads.fit_logistic_regression(features, np.repeat([0, 1], 10), 3)
@@ -91,7 +91,7 @@ def _model_logits(model, params, encoded):
     return np.asarray(outputs["pooled"]), np.asarray(outputs["logits"]), batch["example_index"]
 
 
-def test_logistic_head_gives_the_model_scikit_learns_probabilities(one_layer_sst2):
+def test_logistic_head_matches_scikit_learn(one_layer_sst2):
     model, params, train = one_layer_sst2
     fitted = heads.fit_head("logistic", model, params, train, 2, make_mesh(1), 16, (32,), c=1.0)
     pooled, logits, rows = _model_logits(model, fitted, train)
@@ -112,9 +112,13 @@ def test_prototype_head_is_nearest_class_mean(one_layer_sst2):
     np.testing.assert_array_equal(logits.argmax(1), (pooled @ centroids.T).argmax(1))
 
 
-def test_random_head_is_left_alone_and_unknown_kind_is_named(one_layer_sst2):
+def test_random_head_keeps_params(one_layer_sst2):
     model, params, train = one_layer_sst2
     assert heads.fit_head("random", model, params, train, 2, make_mesh(1), 16, (32,)) is params
+
+
+def test_fit_head_rejects_unknown_kind(one_layer_sst2):
+    model, params, train = one_layer_sst2
     with pytest.raises(ValueError, match=r"'logistics'.*'prototypes', 'logistic', 'random'"):
         heads.fit_head("logistics", model, params, train, 2, make_mesh(1), 16, (32,))
 

@@ -28,13 +28,13 @@ def _records(path):
     return payloads
 
 
-def test_crc32c_matches_the_standard_check_values():
+def test_crc32c_check_values():
     # The CRC-32C check value of "123456789" (RFC 3720, appendix B.4) and of 32 zero bytes.
     assert event_file.crc32c(b"123456789") == 0xE3069283
     assert event_file.crc32c(bytes(32)) == 0x8A9136AA
 
 
-def test_metric_writer_writes_json_lines_and_tensorboard_scalars(tmp_path):
+def test_metric_writer_jsonl_and_tensorboard(tmp_path):
     writer = MetricWriter(tmp_path, "teacher", 13)
     writer.write(10, {"train_loss": np.float32(0.25), "lr": 2e-5, "note": "text"})
     writer.write(20, {"dev_accuracy": 0.75, "big_step_count": 3})

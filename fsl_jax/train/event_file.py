@@ -73,12 +73,12 @@ def _wall_time(seconds: float) -> bytes:
 
 
 def version_event(wall_time: float) -> bytes:
-    """The serialised Event that opens a file: Event.file_version = 'brain.Event:2'."""
+    """Return the serialised Event that opens a file (file_version 'brain.Event:2')."""
     return _wall_time(wall_time) + _length_delimited(3, b"brain.Event:2")
 
 
 def scalar_event(tag: str, value: float, step: int, wall_time: float) -> bytes:
-    """The serialised Event of one scalar: Summary.Value(tag, simple_value) at step."""
+    """Return the serialised Event of one scalar: Summary.Value(tag, simple_value) at step."""
     summary_value = _length_delimited(1, tag.encode("utf-8")) + _key(2, 5)
     summary_value += struct.pack("<f", value)
     summary = _length_delimited(1, summary_value)

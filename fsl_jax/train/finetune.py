@@ -118,6 +118,8 @@ def eval_apply(model: Classifier) -> Callable[[Any, dict], dict]:
 
 
 # One jitted eval step per (model, mesh, param shardings), shared by every caller.
+# NOTE: entries are never evicted; a process that builds many distinct models keeps
+# every one's compiled executables in memory.
 _CLASSIFIER_EVAL_STEPS: dict[tuple, Callable] = {}
 
 
@@ -309,6 +311,8 @@ def keep_without_training(
     The checkpoint and loop record have the layout fit_and_select writes, so a
     distillation run can reuse the model as its teacher. Returns (params, record).
     """
+    # Only the eval batch size and buckets are used, but this also checks train.batch_size
+    # against the mesh, as a training run would.
     settings = TrainSettings.from_config(train_config, train_size, mesh)
     params = jax.device_put(params, replicated(mesh))
     eval_step = classifier_eval_step(model, params, mesh)

@@ -1,8 +1,8 @@
 """Classifier heads fitted on frozen pooled vectors: class means and logistic regression.
 
-Both read the vectors that the head of a Classifier reads (the pooled, and when the model
-normalises, unit-length sentence vectors of the training examples) and write a head
-that reproduces the fitted classifier through the model's own logits:
+Both read the training examples' sentence vectors as the head of a Classifier reads
+them (pooled, and unit-length when the model normalises) and write a head that
+reproduces the fitted classifier through the model's own logits:
 logits = (features @ kernel + bias) * head_scale.
 """
 
@@ -40,11 +40,12 @@ def pooled_features(
     return predict_outputs(eval_step, params, batches, mesh, len(encoded), key="pooled")
 
 
-def _class_counts(labels: np.ndarray, num_labels: int, head: str) -> np.ndarray:
+def _class_counts(labels: np.ndarray, num_labels: int, kind: str) -> np.ndarray:
     counts = np.bincount(labels, minlength=num_labels)
     if np.any(counts == 0):
         raise ValueError(
-            f"The {head} head needs an example of every class; class counts are {counts.tolist()}."
+            f"The {kind} head needs a training example of every class; class counts are "
+            f"{counts.tolist()}. Check the train split's labels."
         )
     return counts
 
@@ -120,7 +121,10 @@ def fit_logistic_regression(
     optax's L-BFGS from zero weights until the gradient norm falls below tolerance.
     """
     if c <= 0:
-        raise ValueError(f"Logistic head needs c > 0 (the inverse L2 strength); got c={c}.")
+        raise ValueError(
+            f"Invalid logistic head c={c}: c is the inverse L2 strength and must be > 0 "
+            "(model.logistic_c, e.g. 1.0)."
+        )
     labels = np.asarray(labels)
     _class_counts(labels, num_labels, "logistic")
     weights, value, grad_norm, iterations = _fit_logistic(
