@@ -42,11 +42,10 @@ from fsl_jax.data import EncodedDataset, make_batch
 from fsl_jax.data.encoding import TOKEN_KEYS
 from fsl_jax.evaluate.metrics import classification_metrics
 from fsl_jax.models import Classifier
-from fsl_jax.train import finetune
+from fsl_jax.train import heads
 from fsl_jax.train.checkpointing import Checkpointer
 from fsl_jax.train.loop import LoopSettings, train_loop
 from fsl_jax.train.optimizer import make_optimizer
-from fsl_jax.train.predict import predict_outputs
 from fsl_jax.train.state import create_train_state
 from fsl_jax.train.steps import make_train_step
 from fsl_jax.train.writers import MetricWriter
@@ -358,14 +357,10 @@ def fit_contrastive(
     state = create_train_state(encoder_params, optimizer, seed, mesh)
     make_loss = in_batch_cosine_loss if in_batch else cosine_similarity_loss
     train_step = make_train_step(make_loss(model, head), optimizer, state, mesh)
-    eval_step = finetune.classifier_eval_step(
-        model, {"encoder": state.params["encoder"], "head": head}, mesh
-    )
 
     def pooled_fn(encoder_params, encoded):
-        batches = finetune.eval_batches(encoded, eval_batch_size, length_buckets, mesh.size)
         full = {"encoder": encoder_params["encoder"], "head": head}
-        return predict_outputs(eval_step, full, batches, mesh, len(encoded), key="pooled")
+        return heads.pooled_features(model, full, encoded, mesh, eval_batch_size, length_buckets)
 
     def evaluate(encoder_params):
         return nearest_mean_metrics(pooled_fn, encoder_params, train_data, dev_data, num_labels)
