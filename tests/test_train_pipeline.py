@@ -14,6 +14,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+import torch
+import transformers
+from safetensors.torch import load_file
 from train_jobs import REPO_ROOT, TIMING_METRICS, seed_metrics, small_config
 
 from sklearn.linear_model import LogisticRegression
@@ -235,12 +238,41 @@ def test_logistic_teacher_without_fine_tune(logistic_teacher, tmp_path, minilm_d
     np.testing.assert_allclose(probabilities, reference.predict_proba(pooled["test"]), atol=2e-3)
 
 
+def _pytorch_logits(directory, texts, max_length):
+    """Return the logits of an exported model directory computed with PyTorch.
+
+    transformers' AutoModel and the exported tokenizer give the hidden states; the
+    exported head (classifier.weight/bias) is applied to their normalised mean.
+    """
+    config = json.loads((directory / "config.json").read_text())
+    model = transformers.AutoModel.from_pretrained(str(directory)).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(directory))
+    inputs = tokenizer(
+        texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+    )
+    with torch.no_grad():
+        hidden = model(**inputs).last_hidden_state
+    mask = inputs["attention_mask"][..., None].float()
+    pooled = (hidden * mask).sum(1) / mask.sum(1)
+    assert config["fsl_jax_pooling"] == "mean" and config["fsl_jax_normalize"]
+    pooled = torch.nn.functional.normalize(pooled, dim=-1)
+    tensors = load_file(str(directory / "model.safetensors"))
+    logits = pooled @ tensors["classifier.weight"].T + tensors["classifier.bias"]
+    return (logits * config["fsl_jax_head_scale"]).numpy()
+
+
 @pytest.mark.slow
-def test_distill_job_reuses_logistic_teacher(logistic_teacher, tmp_path, compilation_cache):
-    """A distillation run on the default teacher: the student trains, the teacher is reused."""
+def test_distill_job_reuses_logistic_teacher(
+    logistic_teacher, tmp_path, compilation_cache, minilm_dir
+):
+    """A distillation run on the default teacher: the student trains, the teacher is reused.
+
+    Both are also exported, and PyTorch reproduces their test logits from the exports.
+    """
     teacher_dir, teacher_results = logistic_teacher
     overrides = {
         **LOGISTIC,
+        "export_hf": True,
         "distill.enabled": True,
         "distill.teacher_workdir": str(teacher_dir),
         "distill.student.num_layers": 1,
@@ -262,6 +294,18 @@ def test_distill_job_reuses_logistic_teacher(logistic_teacher, tmp_path, compila
     assert [r["step"] for r in records if "train_loss" in r] == [2, 4]
     with np.load(outputs.predictions_path(tmp_path, "student", SEED)) as arrays:
         assert arrays["logits"].shape == (872, 2)
+
+    config = small_config(overrides)
+    tokenizer = data_lib.Tokenizer.from_pretrained(minilm_dir)
+    _, _, cleaned = pipeline.load_seed_data(config, SEED, tokenizer, tmp_path / "check")
+    texts = [example.text for example in cleaned["test"].examples[:16]]
+    for name in ("teacher", "student"):
+        with np.load(outputs.predictions_path(tmp_path, name, SEED)) as arrays:
+            logits = arrays["logits"][:16]
+        exported = _pytorch_logits(
+            tmp_path / "export" / f"{name}_seed{SEED}", texts, config.max_length
+        )
+        np.testing.assert_allclose(exported, logits, atol=2e-3, err_msg=name)
 
 
 @pytest.mark.parametrize(

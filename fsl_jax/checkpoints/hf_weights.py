@@ -8,6 +8,7 @@ Dense kernels are stored transposed in PyTorch ([out, in]) and as [in, out] in F
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any, Iterable
@@ -145,7 +146,17 @@ def read_state_dict(model_dir: str | Path) -> dict[str, np.ndarray]:
                 "the CPU build (`pip install torch==2.13.0`) or convert the checkpoint to "
                 "model.safetensors."
             ) from error
-        state = torch.load(torch_path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(torch_path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            # torch's message names the refused object on a line of its own.
+            lines = [line for line in str(error).splitlines() if "GLOBAL" in line]
+            raise ValueError(
+                f"{torch_path} holds Python objects besides tensors, and unpickling them "
+                "could run code, so fsl_jax does not load it. Convert the checkpoint to "
+                "model.safetensors in an environment you trust, or use a checkpoint that "
+                f"stores tensors only. {' '.join(lines)}"
+            ) from error
         raw = {name: value.float().numpy() for name, value in state.items()}
     else:
         raise FileNotFoundError(
