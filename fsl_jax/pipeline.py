@@ -471,7 +471,11 @@ RESUMABLE_TRAIN_KEYS = ("stop_after", "checkpoint_every", "keep_checkpoints", "l
 # Config keys added after runs were recorded, with the values that reproduce what
 # those runs did. A recorded config.json without them gets these values, so an older
 # workdir still matches a config that requests the same run.
-LEGACY_VALUES = {"train": {"enabled": True}, "model": {"logistic_c": 1.0}}
+LEGACY_VALUES = {
+    "train": {"enabled": True},
+    "model": {"logistic_c": 1.0},
+    "contrastive": {"ce_weight": 0.0},
+}
 
 
 def _recorded_config(path: Path) -> dict[str, Any]:

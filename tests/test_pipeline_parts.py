@@ -201,7 +201,7 @@ def test_run_rejects_empty_seeds(tmp_path):
 
 
 def test_legacy_config_still_matches(tmp_path):
-    """A config.json written before train.enabled and model.logistic_c existed."""
+    """A config.json written before train.enabled, model.logistic_c and contrastive.ce_weight."""
     from configs import sst2_distill
 
     teacher = sst2_finetune.get_config()
@@ -209,6 +209,7 @@ def test_legacy_config_still_matches(tmp_path):
     teacher.model.head_init = "prototypes"
     recorded = pipeline._result_defining(teacher)
     del recorded["train"]["enabled"], recorded["model"]["logistic_c"]
+    del recorded["contrastive"]["ce_weight"]
     (tmp_path / "config.json").write_text(json.dumps(recorded))
 
     # Those runs fine-tuned the classifier, as sst2_distill's teacher does.

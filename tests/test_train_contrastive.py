@@ -11,7 +11,7 @@ from train_jobs import load_sst2, small_config, tiny_classifier
 from fsl_jax.checkpoints import load_encoder
 from fsl_jax.data import make_batch
 from fsl_jax.models import select_layers
-from fsl_jax.train import contrastive, finetune
+from fsl_jax.train import contrastive, finetune, heads
 from fsl_jax.train.mesh import make_mesh
 
 LABELS = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 0])
@@ -143,16 +143,18 @@ def test_in_batch_epoch_covers_examples_once(sst2):
     assert not np.array_equal(order(3, 0), order(4, 0))
 
 
-def test_in_batch_loss_matches_numpy_over_every_pair(sst2):
+@pytest.mark.parametrize("ce_weight", [0.0, 0.5])
+def test_in_batch_loss_matches_numpy_over_every_pair(sst2, ce_weight):
     train = sst2["train"]
     model, params = tiny_classifier(dropout=0.0)
     # Rows 0-5 have both labels; rows 6 and 7 are filler and must not count.
     rows = np.array([0, 1, 2, 16, 17, 31])
     batch = make_batch(train, rows, 8, (64,))
-    loss, metrics = contrastive.in_batch_cosine_loss(model, params["head"])(
+    loss, metrics = contrastive.in_batch_cosine_loss(model, params["head"], ce_weight)(
         params, None, batch, jax.random.PRNGKey(0), 0
     )
-    pooled = np.asarray(finetune.eval_apply(model)(params, batch)["pooled"], np.float64)[:6]
+    outputs = finetune.eval_apply(model)(params, batch)
+    pooled = np.asarray(outputs["pooled"], np.float64)[:6]
     unit = pooled / np.linalg.norm(pooled, axis=-1, keepdims=True)
     labels = train.labels[rows]
     assert len(set(labels.tolist())) == 2
@@ -162,7 +164,16 @@ def test_in_batch_loss_matches_numpy_over_every_pair(sst2):
         target = float(labels[i] == labels[j])
         (same if target else cross).append((cosine - target) ** 2)
         (same_cosine if target else cross_cosine).append(cosine)
-    np.testing.assert_allclose(float(loss), 0.5 * (np.mean(same) + np.mean(cross)), rtol=1e-5)
+    pair_loss = 0.5 * (np.mean(same) + np.mean(cross))
+    logits = np.asarray(outputs["logits"], np.float64)[:6]
+    log_probs = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+    cross_entropy = -np.mean(log_probs[np.arange(6), labels])
+    np.testing.assert_allclose(float(loss), pair_loss + ce_weight * cross_entropy, rtol=1e-5)
+    if ce_weight:
+        np.testing.assert_allclose(float(metrics["cross_entropy"]), cross_entropy, rtol=1e-5)
+        np.testing.assert_allclose(float(metrics["pair_loss"]), pair_loss, rtol=1e-5)
+    else:
+        assert "cross_entropy" not in metrics
     np.testing.assert_allclose(float(metrics["same_class_cosine"]), np.mean(same_cosine), rtol=1e-5)
     np.testing.assert_allclose(
         float(metrics["cross_class_cosine"]), np.mean(cross_cosine), rtol=1e-5
@@ -191,6 +202,40 @@ def test_in_batch_rejects_invalid_settings(sst2, tmp_path):
         contrastive.fit_contrastive(
             section=_section(pairs="in_batch", sentences_per_step=6), mesh=make_mesh(4), **common
         )
+    with pytest.raises(ValueError, match="ce_weight 1.0 needs pairs='in_batch'"):
+        contrastive.fit_contrastive(
+            section=_section(pairs="unique", ce_weight=1.0), mesh=make_mesh(1), **common
+        )
+
+
+@pytest.mark.parametrize("ce_weight", [0.0, 1.0])
+def test_cross_entropy_term_also_trains_the_head(sst2, tmp_path, ce_weight):
+    """With ce_weight > 0 the stage starts the head at the class means and trains it."""
+    model, params = tiny_classifier(dropout=0.0)
+    mesh = make_mesh(1)
+    tuned, _ = contrastive.fit_contrastive(
+        model=model,
+        params=params,
+        section=_section(pairs="in_batch", ce_weight=ce_weight, learning_rate=1e-3),
+        optimizer_config=small_config().optimizer,
+        train_data=sst2["train"],
+        dev_data=sst2["dev"],
+        num_labels=2,
+        eval_batch_size=32,
+        length_buckets=(64,),
+        seed=13,
+        mesh=mesh,
+        workdir=tmp_path,
+    )
+    means = heads.fit_head("prototypes", model, params, sst2["train"], 2, mesh, 32, (64,))
+    kernel = np.asarray(tuned["head"]["kernel"])
+    if ce_weight:
+        assert not np.allclose(kernel, params["head"]["kernel"])
+        # One step of Adam at 1e-3 moves each entry by at most about 1e-3.
+        np.testing.assert_allclose(kernel, means["head"]["kernel"], atol=2e-3)
+        assert not np.array_equal(kernel, means["head"]["kernel"])
+    else:
+        np.testing.assert_array_equal(kernel, params["head"]["kernel"])
 
 
 @pytest.mark.slow

@@ -5,8 +5,8 @@ few gradients that shape the sentence space. This stage trains the encoder on
 pairs of labelled sentences instead: the cosine similarity of their pooled
 vectors is regressed onto 1 for a same-class pair and 0 for a cross-class pair.
 N examples give N(N+1)/2 pairs, so the encoder trains on far more distinct
-targets than the N labels. Classifier fine-tuning (with a prototype head computed on the
-tuned encoder) follows as usual.
+targets than the N labels. A head is then fitted on the tuned encoder's vectors
+(fsl_jax/train/heads.py), optionally followed by classifier fine-tuning.
 
 Pairs (`pairs` in the config section):
   'oversampling'  every unordered pair (i <= j) once, then the smaller of the
@@ -20,7 +20,9 @@ Pairs (`pairs` in the config section):
                   same-class pairs plus the mean over cross-class pairs, halved. An
                   epoch visits every example once, so on a 32-example split one
                   step covers all 496 pairs for the cost of encoding 32 sentences,
-                  where the listed strategies encode 2 sentences per pair.
+                  where the listed strategies encode 2 sentences per pair. With
+                  `ce_weight` > 0 the step also trains the classifier head with
+                  cross-entropy on the same forward pass.
 Each epoch shuffles its pairs with a key from (seed, epoch), so a run is
 reproducible and a resumed run draws the batches it would have drawn.
 """
@@ -47,7 +49,7 @@ from fsl_jax.train.checkpointing import Checkpointer
 from fsl_jax.train.loop import LoopSettings, train_loop
 from fsl_jax.train.optimizer import make_optimizer
 from fsl_jax.train.state import create_train_state
-from fsl_jax.train.steps import make_train_step
+from fsl_jax.train.steps import make_train_step, masked_cross_entropy
 from fsl_jax.train.writers import MetricWriter
 
 PAIR_STRATEGIES = ("oversampling", "unique")
@@ -70,6 +72,11 @@ def default_config() -> ml_collections.ConfigDict:
             # Steps between dev scores of the nearest-class-mean classifier (0: at the
             # end only). The best-scoring encoder goes on to fine-tuning.
             eval_every=0,
+            # pairs='in_batch' only: weight of a cross-entropy term on the classifier's
+            # logits added to the pair loss; > 0 also trains the head, which starts
+            # from the class means (model.head_init='random' then keeps that head
+            # instead of fitting a new one after the stage).
+            ce_weight=0.0,
         )
     )
 
@@ -203,17 +210,20 @@ def in_batch_batches(
         yield make_batch(encoded, rows, sentences_per_step, buckets)
 
 
-def _train_pooled(model: Classifier, params: dict, head: dict, inputs: dict, rng) -> jax.Array:
-    """Return the pooled vectors of inputs' rows in train mode (dropout on)."""
+def _train_outputs(model: Classifier, params: dict, head: dict, inputs: dict, rng) -> dict:
+    """Return the classifier outputs of inputs' rows in train mode (dropout on).
+
+    params["head"], when present (the stage trains it), replaces head.
+    """
     outputs = model.apply(
-        {"params": {"encoder": params["encoder"], "head": head}},
+        {"params": {"encoder": params["encoder"], "head": params.get("head", head)}},
         inputs["input_ids"],
         inputs["attention_mask"],
         inputs["token_type_ids"],
         deterministic=False,
         rngs={"dropout": rng},
     )
-    return outputs["pooled"]
+    return outputs
 
 
 def _unit(vectors: jax.Array) -> jax.Array:
@@ -222,18 +232,21 @@ def _unit(vectors: jax.Array) -> jax.Array:
     return vectors * jax.lax.rsqrt(jnp.maximum(squared_norms, 1e-12))
 
 
-def in_batch_cosine_loss(model: Classifier, head: dict) -> Callable:
+def in_batch_cosine_loss(model: Classifier, head: dict, ce_weight: float = 0.0) -> Callable:
     """Return loss_fn(params, teacher_params, batch, rng, step) of pairs='in_batch'.
 
     Scores every pair i < j of real rows in the batch: the squared difference between
     their cosine similarity and the target (1.0 same class, 0.0 otherwise), averaged
     over same-class pairs and over cross-class pairs separately, and the two means
-    averaged. A batch without pairs of one kind contributes half a loss.
+    averaged. A batch without pairs of one kind contributes half a loss. ce_weight > 0
+    adds that multiple of the cross-entropy of the classifier's logits, which also
+    trains params["head"] when params holds one.
     """
 
     def loss_fn(params, teacher_params, batch, rng, step):
         del teacher_params, step
-        unit = _unit(_train_pooled(model, params, head, batch, rng))
+        outputs = _train_outputs(model, params, head, batch, rng)
+        unit = _unit(outputs["pooled"])
         cosine = unit @ unit.T
         real = batch["example_mask"] > 0
         size = real.shape[0]
@@ -250,6 +263,11 @@ def in_batch_cosine_loss(model: Classifier, head: dict) -> Callable:
             "same_class_cosine": mean_over(cosine, same),
             "cross_class_cosine": mean_over(cosine, ~same),
         }
+        if ce_weight:
+            cross_entropy = masked_cross_entropy(outputs["logits"], batch)
+            metrics["pair_loss"] = loss
+            metrics["cross_entropy"] = cross_entropy
+            loss = loss + ce_weight * cross_entropy
         return loss, metrics
 
     return loss_fn
@@ -269,7 +287,7 @@ def cosine_similarity_loss(model: Classifier, head: dict) -> Callable:
             key: jnp.concatenate([batch[f"{key}_a"], batch[f"{key}_b"]], axis=0)
             for key in TOKEN_KEYS
         }
-        pooled = _train_pooled(model, params, head, inputs, rng)
+        pooled = _train_outputs(model, params, head, inputs, rng)["pooled"]
         vectors_a, vectors_b = jnp.split(pooled, 2, axis=0)
         dot = jnp.sum(vectors_a * vectors_b, axis=-1)
         # Squared norms are clamped, not norms: a filler row's pooled vector is zero.
@@ -320,7 +338,8 @@ def fit_contrastive(
 
     The optimizer is optimizer_config with section's learning rate and warmup. The
     stage checkpoints its final state, so a rerun of a killed job skips a finished
-    stage. The returned params keep the input head; the caller recomputes it.
+    stage. The returned params keep the input head, which the caller refits, unless
+    section.ce_weight > 0: then the head is the one the stage trained.
     """
     in_batch = section.pairs == IN_BATCH
     if in_batch and section.num_iterations > 0:
@@ -349,14 +368,34 @@ def fit_contrastive(
     stage_optimizer.freeze = "none"
     stage_optimizer.layer_decay = 1.0
     stage_optimizer.head_lr_scale = 1.0
-    encoder_params = {"encoder": params["encoder"]}
+    ce_weight = float(section.get("ce_weight", 0.0))
+    if ce_weight and not in_batch:
+        raise ValueError(
+            f"contrastive.ce_weight {ce_weight} needs pairs='{IN_BATCH}'; set it to 0 for "
+            f"pairs={section.pairs!r}."
+        )
+    trainable = {"encoder": params["encoder"]}
+    if ce_weight:
+        # The stage also trains the head, starting from the class means.
+        params = heads.fit_head(
+            "prototypes",
+            model,
+            params,
+            train_data,
+            num_labels,
+            mesh,
+            eval_batch_size,
+            length_buckets,
+        )
+        trainable["head"] = params["head"]
     head = jax.tree.map(np.asarray, params["head"])
-    optimizer, _ = make_optimizer(
-        stage_optimizer, encoder_params, num_steps, model.config.num_layers
-    )
-    state = create_train_state(encoder_params, optimizer, seed, mesh)
-    make_loss = in_batch_cosine_loss if in_batch else cosine_similarity_loss
-    train_step = make_train_step(make_loss(model, head), optimizer, state, mesh)
+    optimizer, _ = make_optimizer(stage_optimizer, trainable, num_steps, model.config.num_layers)
+    state = create_train_state(trainable, optimizer, seed, mesh)
+    if in_batch:
+        loss_fn = in_batch_cosine_loss(model, head, ce_weight)
+    else:
+        loss_fn = cosine_similarity_loss(model, head)
+    train_step = make_train_step(loss_fn, optimizer, state, mesh)
 
     def pooled_fn(encoder_params, encoded):
         full = {"encoder": encoder_params["encoder"], "head": head}
@@ -405,4 +444,4 @@ def fit_contrastive(
         best_record,
         record["best_step"],
     )
-    return {**params, "encoder": best["encoder"]}, record
+    return {**params, **best}, record
