@@ -18,9 +18,11 @@ def get_config():
     config.distill.enabled = True
     # The teacher of the measured students (docs/results.md): the pair stage, then the
     # classifier fine-tune from a prototype head. A distill.teacher_workdir to reuse must
-    # come from the fine-tune config run with these two overrides.
+    # come from the fine-tune config run with these overrides. Its pair stage padded
+    # each sentence (packing came later and draws other dropout masks).
     config.train.enabled = True
     config.model.head_init = "prototypes"
+    config.contrastive.pack = False
     # That teacher's pair stage ran 20 passes, which scored best on dev before the
     # fine-tune (docs/results.md).
     config.contrastive.num_epochs = 20

@@ -474,7 +474,7 @@ RESUMABLE_TRAIN_KEYS = ("stop_after", "checkpoint_every", "keep_checkpoints", "l
 LEGACY_VALUES = {
     "train": {"enabled": True},
     "model": {"logistic_c": 1.0},
-    "contrastive": {"ce_weight": 0.0},
+    "contrastive": {"ce_weight": 0.0, "pack": False},
 }
 
 

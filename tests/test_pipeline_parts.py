@@ -201,22 +201,23 @@ def test_run_rejects_empty_seeds(tmp_path):
 
 
 def test_legacy_config_still_matches(tmp_path):
-    """A config.json written before train.enabled, model.logistic_c and contrastive.ce_weight."""
+    """A config.json written before train.enabled, model.logistic_c and two contrastive keys."""
     from configs import sst2_distill
 
     teacher = sst2_finetune.get_config()
     teacher.train.enabled = True
     teacher.model.head_init = "prototypes"
+    teacher.contrastive.pack = False
     recorded = pipeline._result_defining(teacher)
     del recorded["train"]["enabled"], recorded["model"]["logistic_c"]
-    del recorded["contrastive"]["ce_weight"]
+    del recorded["contrastive"]["ce_weight"], recorded["contrastive"]["pack"]
     (tmp_path / "config.json").write_text(json.dumps(recorded))
 
     # Those runs fine-tuned the classifier, as sst2_distill's teacher does.
     pipeline.check_teacher_config(sst2_distill.get_config(), tmp_path)
     pipeline.check_workdir_config(teacher, tmp_path)
     # The default recipe (no fine-tune) is another run.
-    with pytest.raises(ValueError, match=r"sections \['model', 'train'\] differ"):
+    with pytest.raises(ValueError, match=r"sections \['contrastive', 'model', 'train'\] differ"):
         pipeline.check_workdir_config(sst2_finetune.get_config(), tmp_path)
 
 
@@ -233,6 +234,7 @@ def test_reused_teacher_must_match_config(tmp_path):
         config = sst2_finetune.get_config()
         config.train.enabled = True
         config.model.head_init = "prototypes"
+        config.contrastive.pack = False
         return config
 
     pipeline.check_workdir_config(fine_tuned_teacher(), augmented_dir)
@@ -244,7 +246,7 @@ def test_reused_teacher_must_match_config(tmp_path):
     logistic_dir = tmp_path / "logistic_teacher"
     logistic_dir.mkdir()
     pipeline.check_workdir_config(sst2_finetune.get_config(), logistic_dir)
-    with pytest.raises(ValueError, match=r"sections \['model', 'train'\]"):
+    with pytest.raises(ValueError, match=r"sections \['contrastive', 'model', 'train'\]"):
         pipeline.check_teacher_config(sst2_distill.get_config(), logistic_dir)
 
     teacher = fine_tuned_teacher()

@@ -9,7 +9,7 @@ import pytest
 from train_jobs import load_sst2, small_config, tiny_classifier
 
 from fsl_jax.checkpoints import load_encoder
-from fsl_jax.data import make_batch
+from fsl_jax.data import make_batch, make_packed_batch, packed_shape
 from fsl_jax.models import select_layers
 from fsl_jax.train import contrastive, finetune, heads
 from fsl_jax.train.mesh import make_mesh
@@ -178,6 +178,34 @@ def test_in_batch_loss_matches_numpy_over_every_pair(sst2, ce_weight):
     np.testing.assert_allclose(
         float(metrics["cross_class_cosine"]), np.mean(cross_cosine), rtol=1e-5
     )
+
+
+def test_packed_in_batch_loss_matches_padded(sst2):
+    """Packing changes the layout of a step's 32 sentences, not its loss or gradient."""
+    train = sst2["train"]
+    model, params = tiny_classifier(dropout=0.0)
+    rows = np.arange(32)
+    num_rows, num_segments = packed_shape(train.lengths, [rows], 64, 1)
+    batches = {
+        "packed": make_packed_batch(train, rows, 64, num_rows, num_segments),
+        "padded": make_batch(train, rows, 32, (64,)),
+    }
+    loss_fn = contrastive.in_batch_cosine_loss(model, params["head"], ce_weight=0.5)
+    results = {
+        name: jax.value_and_grad(loss_fn, has_aux=True)(
+            params, None, batch, jax.random.PRNGKey(0), 0
+        )
+        for name, batch in batches.items()
+    }
+    (packed_loss, packed_metrics), packed_grads = results["packed"]
+    (padded_loss, padded_metrics), padded_grads = results["padded"]
+    np.testing.assert_allclose(float(packed_loss), float(padded_loss), rtol=1e-5)
+    for key in padded_metrics:
+        np.testing.assert_allclose(
+            float(packed_metrics[key]), float(padded_metrics[key]), rtol=1e-5, err_msg=key
+        )
+    for packed, padded in zip(jax.tree.leaves(packed_grads), jax.tree.leaves(padded_grads)):
+        np.testing.assert_allclose(np.asarray(packed), np.asarray(padded), rtol=1e-4, atol=1e-7)
 
 
 def test_in_batch_rejects_invalid_settings(sst2, tmp_path):

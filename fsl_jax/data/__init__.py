@@ -44,6 +44,7 @@ from fsl_jax.data.kshot import (
 )
 from fsl_jax.data.labels import LabelVocab, build_label_vocab, sort_labels
 from fsl_jax.data.loaders import kshot_folder, load_lmbff_kshot, load_split, load_unlabeled
+from fsl_jax.data.packing import make_packed_batch, pack_rows, packed_shape
 from fsl_jax.data.paths import default_data_dir
 from fsl_jax.data.quality import (
     AuditReport,
@@ -77,27 +78,27 @@ from fsl_jax.data.tasks import (
 from fsl_jax.data.tokenizer import Tokenizer
 
 __all__ = [
-    "DEFAULT_BUCKETS",
-    "FEWCLUE_JSONL",
-    "LMBFF_CSV",
-    "LMBFF_TSV",
-    "TASKS",
     "AuditReport",
     "BucketReport",
     "CleaningConfig",
     "CleaningReport",
+    "DEFAULT_BUCKETS",
     "DataError",
     "DuplicateReport",
     "EncodedDataset",
     "Example",
+    "FEWCLUE_JSONL",
     "FileFormat",
     "KShotSample",
+    "LMBFF_CSV",
+    "LMBFF_TSV",
     "LabelVocab",
     "LoadReport",
     "OverlapReport",
     "Report",
     "SamplingReport",
     "Split",
+    "TASKS",
     "TaskSpec",
     "Tokenizer",
     "TruncationReport",
@@ -125,7 +126,10 @@ __all__ = [
     "load_task_unlabeled",
     "load_unlabeled",
     "make_batch",
+    "make_packed_batch",
     "num_batches",
+    "pack_rows",
+    "packed_shape",
     "remove_overlaps",
     "resolve_batch_size",
     "sample_kshot",

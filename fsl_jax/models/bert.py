@@ -58,6 +58,22 @@ def position_ids_from_mask(attention_mask: jax.Array, config: EncoderConfig) -> 
     return jnp.cumsum(mask, axis=1) * mask + config.pad_token_id
 
 
+def packed_position_ids(segment_ids: jax.Array, config: EncoderConfig) -> jax.Array:
+    """Return position ids that restart at each sentence of a packed row.
+
+    segment_ids numbers the sentences of a row 1, 2, ... and marks padding 0 (see
+    fsl_jax/data/packing.py). Each sentence gets the ids position_ids_from_mask
+    gives it alone.
+    """
+    index = jnp.arange(segment_ids.shape[1])[None, :]
+    previous = jnp.pad(segment_ids[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
+    starts = jnp.where(segment_ids != previous, index, 0)
+    positions = index - jax.lax.cummax(starts, axis=1)
+    if config.position_offset == 0:
+        return positions
+    return jnp.where(segment_ids > 0, positions + config.pad_token_id + 1, config.pad_token_id)
+
+
 class Embeddings(nn.Module):
     config: EncoderConfig
 
@@ -188,7 +204,14 @@ class Encoder(nn.Module):
         embedding_scale: jax.Array | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        segment_ids: jax.Array | None = None,
     ) -> dict[str, Any]:
+        """Encode a batch.
+
+        segment_ids, for a packed batch (fsl_jax/data/packing.py): [batch, tokens],
+        the sentence number of each token (0 for padding). Tokens then attend only
+        within their sentence and position ids restart at each sentence.
+        """
         if not deterministic and not self.has_rng("dropout"):
             raise ValueError(
                 "Train mode (deterministic=False) needs a dropout key: call apply(..., "
@@ -197,7 +220,10 @@ class Encoder(nn.Module):
         config = self.config
         shape = input_ids.shape if inputs_embeds is None else inputs_embeds.shape[:2]
         if attention_mask is None:
-            attention_mask = jnp.ones(shape, jnp.int32)
+            if segment_ids is not None:
+                attention_mask = (segment_ids > 0).astype(jnp.int32)
+            else:
+                attention_mask = jnp.ones(shape, jnp.int32)
         if token_type_ids is None:
             token_type_ids = jnp.zeros(shape, jnp.int32)
         if shape[1] > config.max_length:
@@ -206,7 +232,10 @@ class Encoder(nn.Module):
                 "checkpoint; truncate to at most that many tokens."
             )
 
-        position_ids = position_ids_from_mask(attention_mask, config)
+        if segment_ids is None:
+            position_ids = position_ids_from_mask(attention_mask, config)
+        else:
+            position_ids = packed_position_ids(segment_ids, config)
         hidden = self.embeddings(
             input_ids,
             token_type_ids,
@@ -215,10 +244,12 @@ class Encoder(nn.Module):
             inputs_embeds=inputs_embeds,
             embedding_scale=embedding_scale,
         )
-        # Additive bias over keys: 0 for real tokens, the float32 minimum for padding.
-        attention_bias = jnp.where(
-            attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min
-        ).astype(jnp.float32)
+        # Additive bias over keys: 0 for real tokens, the float32 minimum for padding
+        # and, in a packed batch, for the tokens of other sentences.
+        visible = attention_mask[:, None, None, :] > 0
+        if segment_ids is not None:
+            visible = visible & (segment_ids[:, None, :, None] == segment_ids[:, None, None, :])
+        attention_bias = jnp.where(visible, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
 
         all_hidden = [hidden]
         all_attentions = []

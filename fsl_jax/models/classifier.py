@@ -34,6 +34,29 @@ def pool(outputs: dict[str, Any], attention_mask: jax.Array, mode: str) -> jax.A
     raise ValueError(f"Unknown pooling {mode!r}; use one of {POOLING_MODES}.")
 
 
+def pool_segments(
+    outputs: dict[str, Any], segment_ids: jax.Array, num_segments: int, mode: str
+) -> jax.Array:
+    """Return [batch, num_segments, hidden] sentence vectors of a packed batch.
+
+    'mean' averages each sentence's tokens, 'cls' takes its first token; an empty
+    segment gets zeros. 'pooler' is not defined for packed rows.
+    """
+    hidden = outputs["last_hidden_state"].astype(jnp.float32)
+    numbers = jnp.arange(1, num_segments + 1)
+    member = (segment_ids[:, :, None] == numbers[None, None, :]).astype(jnp.float32)
+    if mode == "mean":
+        total = jnp.einsum("bts,bth->bsh", member, hidden)
+        return total / jnp.maximum(jnp.sum(member, axis=1), 1.0)[..., None]
+    if mode == "cls":
+        previous = jnp.pad(segment_ids[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
+        first = member * (segment_ids != previous)[:, :, None]
+        return jnp.einsum("bts,bth->bsh", first, hidden)
+    raise ValueError(
+        f"pooling={mode!r} has no packed form; use 'mean' or 'cls', or turn packing off."
+    )
+
+
 class Classifier(nn.Module):
     """Encoder plus a linear head over a pooled sentence vector.
 
@@ -79,7 +102,14 @@ class Classifier(nn.Module):
         embedding_scale: jax.Array | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        segment_ids: jax.Array | None = None,
+        num_segments: int = 0,
     ) -> dict[str, Any]:
+        """Return the encoder outputs plus 'pooled' and 'logits'.
+
+        With segment_ids (a packed batch, fsl_jax/data/packing.py) 'pooled' and
+        'logits' have shape [batch, num_segments, ...], one entry per sentence slot.
+        """
         outputs = self.encoder(
             input_ids,
             attention_mask,
@@ -89,8 +119,12 @@ class Classifier(nn.Module):
             embedding_scale=embedding_scale,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
+            segment_ids=segment_ids,
         )
-        pooled = pool(outputs, attention_mask, self.pooling)
+        if segment_ids is None:
+            pooled = pool(outputs, attention_mask, self.pooling)
+        else:
+            pooled = pool_segments(outputs, segment_ids, num_segments, self.pooling)
         if self.normalize:
             # Clamp the squared norm, not the norm: the gradient of a norm at a zero vector
             # (the pooled vector of an all-padding filler row) is NaN, and NaN times the
