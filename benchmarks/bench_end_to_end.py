@@ -12,6 +12,10 @@ Each repetition runs, one after another and each in a fresh process:
   setfit         benchmarks/peer_setfit.py --seeds 13, once per --setfit_threads
                  value: SetFit 1.2.0 defaults (the more accurate peer)
 
+Each --variant NAME="OVERRIDES" adds a cold and a warm run of the fsl_jax job with
+those config overrides (and a compilation cache of its own), e.g.
+--variant unpadded="--config.contrastive.pack=False".
+
 Wall time runs from process start to exit: imports, data, model load, compilation,
 training, evaluation and writing results. fsl_jax also scores dev and writes
 orbax checkpoints, which the peers do not do. The order of the runs is reversed on
@@ -58,6 +62,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="torch.set_num_threads values of the SetFit peer, one run each; none skips it.",
     )
     parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar='NAME="OVERRIDES"',
+        help="Also time the fsl_jax job with these space-separated config overrides.",
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         default=bench_common.RESULTS_DIR / "bench_end_to_end.json",
@@ -85,7 +96,23 @@ def run_timed(command: list[str], log_path: Path) -> float:
     return seconds
 
 
-def fsl_jax_run(seed: int, workdir: Path, cache_dir: Path, log_path: Path) -> dict[str, Any]:
+def parse_variants(values: list[str]) -> dict[str, list[str]]:
+    """Return {name: overrides} from --variant NAME="OVERRIDES" values."""
+    variants = {}
+    for value in values:
+        name, separator, overrides = value.partition("=")
+        if not separator or not name or not overrides.split():
+            raise ValueError(
+                f'--variant {value!r} needs the form NAME="--config.key=value ...", e.g. '
+                'unpadded="--config.contrastive.pack=False".'
+            )
+        variants[name] = overrides.split()
+    return variants
+
+
+def fsl_jax_run(
+    seed: int, workdir: Path, cache_dir: Path, log_path: Path, overrides: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Run the fsl_jax job for one seed; return its wall time and test accuracy."""
     command = [
         sys.executable,
@@ -94,6 +121,7 @@ def fsl_jax_run(seed: int, workdir: Path, cache_dir: Path, log_path: Path) -> di
         f"--workdir={workdir}",
         f"--config.seeds=({seed},)",
         f"--config.compilation_cache_dir={cache_dir}",
+        *overrides,
     ]
     seconds = run_timed(command, log_path)
     result = json.loads((workdir / "seeds" / f"seed_{seed}.json").read_text())["teacher"]
@@ -132,14 +160,20 @@ def peer_run(
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
+    variants = parse_variants(args.variant)
     for script in (PEER_SCRIPT, SETFIT_SCRIPT):
         if not script.is_file():
             raise FileNotFoundError(f"Peer script {script} not found; the benchmark needs it.")
 
     # (run name, script, threads) of every peer run in a repetition.
     peers = [(f"torch_{threads}threads", PEER_SCRIPT, threads) for threads in args.peer_threads]
-    peers += [(f"setfit_{threads}threads", SETFIT_SCRIPT, threads) for threads in args.setfit_threads]
-    runs: dict[str, list[dict[str, Any]]] = {"fsl_jax_cold": [], "fsl_jax_warm": []}
+    peers += [
+        (f"setfit_{threads}threads", SETFIT_SCRIPT, threads) for threads in args.setfit_threads
+    ]
+    fsl_names = ["fsl_jax_cold", "fsl_jax_warm"]
+    for name in variants:
+        fsl_names += [f"fsl_jax_{name}_cold", f"fsl_jax_{name}_warm"]
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in fsl_names}
     for name, _, _ in peers:
         runs[name] = []
 
@@ -174,6 +208,22 @@ def main(argv: list[str]) -> None:
             if repetition % 2:
                 # The warm run needs the cache of the cold run, so only the peers move.
                 jobs = [jobs[0], *jobs[1:-1][::-1], jobs[-1]]
+            for name, overrides in variants.items():
+                for kind in ("cold", "warm"):
+                    jobs.append(
+                        (
+                            f"fsl_jax_{name}_{kind}",
+                            lambda name=name, kind=kind, overrides=overrides, folder=folder: (
+                                fsl_jax_run(
+                                    args.seed,
+                                    folder / f"{name}_{kind}",
+                                    folder / f"xla_cache_{name}",
+                                    folder / f"{name}_{kind}.log",
+                                    tuple(overrides),
+                                )
+                            ),
+                        )
+                    )
             for name, job in jobs:
                 result = job()
                 runs[name].append(result)
@@ -189,7 +239,7 @@ def main(argv: list[str]) -> None:
     }
     peer_names = [name for name, _, _ in peers]
     speedups = {}
-    for fsl_name in ("fsl_jax_cold", "fsl_jax_warm"):
+    for fsl_name in fsl_names:
         for peer_name in peer_names:
             speedups[f"{fsl_name}_vs_{peer_name}"] = bench_common.ratio_summary(
                 [result["wall_s"] for result in runs[peer_name]],
@@ -206,6 +256,7 @@ def main(argv: list[str]) -> None:
         "speedup_peer_wall_over_fsl_jax_wall": speedups,
         "fastest_peer": fastest_peer,
         "fsl_jax_config": "configs/sst2_finetune.py",
+        "fsl_jax_variants": variants,
         "peers": {name: str(script.relative_to(REPO_ROOT)) for name, script, _ in peers},
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
