@@ -92,7 +92,7 @@ def test_pytorch_bin_with_prefix_matches_safetensors(
 
 
 class _MakesDirectoryWhenUnpickled:
-    """A pickled object whose loading would create a directory: code run by a pickle."""
+    """Object whose unpickling creates a directory, as code in a malicious pickle would."""
 
     def __init__(self, path):
         self.path = str(path)
@@ -101,7 +101,7 @@ class _MakesDirectoryWhenUnpickled:
         return os.mkdir, (self.path,)
 
 
-def test_pickle_that_would_run_code_is_refused(tmp_path, minilm_tensors, minilm_config_dict):
+def test_code_running_pickle_is_rejected(tmp_path, minilm_tensors, minilm_config_dict):
     folder = _write_dir(tmp_path / "torch_bin", minilm_config_dict)
     marker = tmp_path / "code_ran"
     state = {name: torch.from_numpy(value) for name, value in minilm_tensors.items()}
@@ -111,7 +111,8 @@ def test_pickle_that_would_run_code_is_refused(tmp_path, minilm_tensors, minilm_
         load_encoder(folder)
     message = str(error.value)
     assert str(folder / "pytorch_model.bin") in message
-    assert "model.safetensors" in message and "mkdir" in message
+    assert "model.safetensors" in message
+    assert "mkdir" in message
     assert not marker.exists()
 
 
@@ -191,7 +192,7 @@ except FileNotFoundError as error:
 """
 
 
-def test_hub_id_resolves_from_the_hub_cache_offline(tmp_path, minilm_dir):
+def test_hub_id_resolves_from_offline_cache(tmp_path, minilm_dir):
     """A hub id goes through huggingface_hub, here served from its cache with the hub off."""
     revision = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "hub" / "models--fsl-test--minilm"

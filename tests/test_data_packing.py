@@ -25,7 +25,7 @@ def test_rows_are_packed_longest_first_without_overflow():
     assert bins == [[6, 7], [2, 5], [1, 4, 0, 3]]
 
 
-def test_row_longer_than_width_is_cut_and_keeps_its_separator():
+def test_long_row_cut_keeps_separator():
     dataset = synthetic_dataset([40, 6, 3], width=64)
     assert pack_rows(dataset.lengths, [0, 1, 2], 32) == [[0], [1, 2]]
     batch = make_packed_batch(dataset, [0, 1, 2], 32, num_rows=2, num_segments=2)
@@ -48,7 +48,8 @@ def test_packed_batch_lays_sentences_end_to_end():
         tokens = batch["segment_ids"][packed_row] == segment + 1
         ids = batch["input_ids"][packed_row][tokens]
         np.testing.assert_array_equal(ids, dataset.input_ids[row, : dataset.lengths[row]])
-        assert ids[0] == CLS and ids[-1] == SEP
+        assert ids[0] == CLS
+        assert ids[-1] == SEP
         assert batch["labels"][packed_row, segment] == dataset.labels[row]
         found.append(int(row))
     assert sorted(found) == rows
@@ -59,7 +60,7 @@ def test_packed_batch_lays_sentences_end_to_end():
     assert np.all(batch["example_index"][batch["example_mask"] == 0] == -1)
 
 
-def test_too_small_a_shape_is_an_error_naming_both():
+def test_too_small_shape_raises():
     dataset = synthetic_dataset(LENGTHS, width=32)
     with pytest.raises(ValueError, match=r"need 3 packed rows .* the batch has 2 rows"):
         make_packed_batch(dataset, range(8), 32, num_rows=2, num_segments=3)

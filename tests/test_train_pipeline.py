@@ -254,7 +254,8 @@ def _pytorch_logits(directory, texts, max_length):
         hidden = model(**inputs).last_hidden_state
     mask = inputs["attention_mask"][..., None].float()
     pooled = (hidden * mask).sum(1) / mask.sum(1)
-    assert config["fsl_jax_pooling"] == "mean" and config["fsl_jax_normalize"]
+    assert config["fsl_jax_pooling"] == "mean"
+    assert config["fsl_jax_normalize"]
     pooled = torch.nn.functional.normalize(pooled, dim=-1)
     tensors = load_file(str(directory / "model.safetensors"))
     logits = pooled @ tensors["classifier.weight"].T + tensors["classifier.bias"]

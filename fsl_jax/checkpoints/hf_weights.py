@@ -149,10 +149,10 @@ def read_state_dict(model_dir: str | Path) -> dict[str, np.ndarray]:
         try:
             state = torch.load(torch_path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:
-            # torch's message names the refused object on a line of its own.
+            # torch's message names the rejected object on a line of its own.
             lines = [line for line in str(error).splitlines() if "GLOBAL" in line]
             raise ValueError(
-                f"{torch_path} holds Python objects besides tensors, and unpickling them "
+                f"{torch_path} contains Python objects besides tensors, and unpickling them "
                 "could run code, so fsl_jax does not load it. Convert the checkpoint to "
                 "model.safetensors in an environment you trust, or use a checkpoint that "
                 f"stores tensors only. {' '.join(lines)}"

@@ -3,9 +3,9 @@
 A padded batch of 32 SST-2 sentences (26 tokens on average, 57 at most) has 64
 columns, so most of its compute goes to padding. A packed batch lays the
 sentences end to end in rows of `width` tokens. `segment_ids` numbers each row's
-sentences 1, 2, ... (0 for padding); the encoder lets a token attend only within
-its own sentence and restarts position ids at each sentence, so a sentence gets
-the hidden states it would get alone, up to float rounding.
+sentences 1, 2, ... (0 for padding). The encoder lets a token attend only within
+its own sentence and restarts position ids at each sentence. A sentence therefore
+gets the hidden states it would get alone, up to float rounding.
 
 The per-sentence fields have shape [rows, segments]: `labels`, `example_mask`
 (1.0 for a real sentence) and `example_index` (its row in the dataset, -1 for an
@@ -30,7 +30,7 @@ def pack_rows(lengths: np.ndarray, rows: Sequence[int], width: int) -> list[list
     Returns the dataset rows of each packed row, in the order they are laid out.
     """
     if width < 1:
-        raise ValueError(f"Packed row width must be at least 1 token, got {width}.")
+        raise ValueError(f"Invalid packed row width {width}; use at least 1 token.")
     order = sorted(rows, key=lambda row: (-int(lengths[row]), row))
     bins: list[list[int]] = []
     free: list[int] = []
