@@ -2,14 +2,14 @@
 
 Each repetition runs, one after another and each in a fresh process:
 
-  fsl_jax cold   python run.py --config=configs/sst2_finetune.py, seed 13, with a
+  fsl_jax cold   python run.py --config=configs/sst2_finetune.py over --seeds (13), with a
                  fresh workdir and an empty persistent XLA compilation cache
   fsl_jax warm   the same command with a fresh workdir and the cache the cold run
                  filled, as a rerun or a later seed of the same job finds it
-  torch          benchmarks/peer_hf_finetune.py --seeds 13, once per --peer_threads
+  torch          benchmarks/peer_hf_finetune.py over the same seeds, once per --peer_threads
                  value: AutoModelForSequenceClassification, AdamW lr 2e-5, batch 8,
                  30 epochs, then dev and test (872 rows) evaluation
-  setfit         benchmarks/peer_setfit.py --seeds 13, once per --setfit_threads
+  setfit         benchmarks/peer_setfit.py over the same seeds, once per --setfit_threads
                  value: SetFit 1.2.0 defaults (the more accurate peer)
 
 Each --variant NAME="OVERRIDES" adds a cold and a warm run of the fsl_jax job with
@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import bench_common
+import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PEER_SCRIPT = REPO_ROOT / "benchmarks" / "peer_hf_finetune.py"
@@ -45,7 +46,13 @@ SETFIT_SCRIPT = REPO_ROOT / "benchmarks" / "peer_setfit.py"
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=13, help="SST-2 16-shot split seed.")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[13],
+        help="SST-2 16-shot split seeds; every run covers all of them in one job, as run.py does.",
+    )
     parser.add_argument("--repeats", type=int, default=2, help="Repetitions of every run.")
     parser.add_argument(
         "--peer_threads",
@@ -111,38 +118,45 @@ def parse_variants(values: list[str]) -> dict[str, list[str]]:
 
 
 def fsl_jax_run(
-    seed: int, workdir: Path, cache_dir: Path, log_path: Path, overrides: tuple[str, ...] = ()
+    seeds: list[int],
+    workdir: Path,
+    cache_dir: Path,
+    log_path: Path,
+    overrides: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Run the fsl_jax job for one seed; return its wall time and test accuracy."""
+    """Run the fsl_jax job over seeds; return its wall time and mean test accuracy."""
     command = [
         sys.executable,
         "run.py",
         "--config=configs/sst2_finetune.py",
         f"--workdir={workdir}",
-        f"--config.seeds=({seed},)",
+        f"--config.seeds=({','.join(str(seed) for seed in seeds)},)",
         f"--config.compilation_cache_dir={cache_dir}",
         *overrides,
     ]
     seconds = run_timed(command, log_path)
-    result = json.loads((workdir / "seeds" / f"seed_{seed}.json").read_text())["teacher"]
+    results = [
+        json.loads((workdir / "seeds" / f"seed_{seed}.json").read_text())["teacher"]
+        for seed in seeds
+    ]
     return {
         "wall_s": seconds,
-        "test_accuracy": 100 * result["test_accuracy"],
-        "seed_wall_s": result["wall_seconds"],
+        "test_accuracy": 100 * float(np.mean([result["test_accuracy"] for result in results])),
+        "seed_wall_s": sum(result["wall_seconds"] for result in results),
     }
 
 
 def peer_run(
-    seed: int, threads: int, output: Path, log_path: Path, script: Path = PEER_SCRIPT
+    seeds: list[int], threads: int, output: Path, log_path: Path, script: Path = PEER_SCRIPT
 ) -> dict[str, Any]:
-    """Run a peer script for one seed; return its wall time and accuracy."""
+    """Run a peer script over seeds; return its wall time and mean test accuracy."""
     command = [
         sys.executable,
         str(script),
         "--task",
         "sst2",
         "--seeds",
-        str(seed),
+        *(str(seed) for seed in seeds),
         "--threads",
         str(threads),
         "--output",
@@ -150,11 +164,11 @@ def peer_run(
     ]
     seconds = run_timed(command, log_path)
     report = json.loads(output.read_text())
-    per_seed = report["per_seed"][str(seed)]
+    per_seed = [report["per_seed"][str(seed)] for seed in seeds]
     return {
         "wall_s": seconds,
-        "test_accuracy": per_seed["test_accuracy"],
-        "seed_wall_s": per_seed["wall_s"],
+        "test_accuracy": float(np.mean([result["test_accuracy"] for result in per_seed])),
+        "seed_wall_s": sum(result["wall_s"] for result in per_seed),
     }
 
 
@@ -185,10 +199,10 @@ def main(argv: list[str]) -> None:
             cache_dir = folder / "xla_cache"
 
             def cold(folder=folder, cache_dir=cache_dir):
-                return fsl_jax_run(args.seed, folder / "cold", cache_dir, folder / "cold.log")
+                return fsl_jax_run(args.seeds, folder / "cold", cache_dir, folder / "cold.log")
 
             def warm(folder=folder, cache_dir=cache_dir):
-                return fsl_jax_run(args.seed, folder / "warm", cache_dir, folder / "warm.log")
+                return fsl_jax_run(args.seeds, folder / "warm", cache_dir, folder / "warm.log")
 
             jobs = [("fsl_jax_cold", cold)]
             for name, script, threads in peers:
@@ -196,7 +210,7 @@ def main(argv: list[str]) -> None:
                     (
                         name,
                         lambda name=name, script=script, threads=threads, folder=folder: peer_run(
-                            args.seed,
+                            args.seeds,
                             threads,
                             folder / f"{name}.json",
                             folder / f"{name}.log",
@@ -215,7 +229,7 @@ def main(argv: list[str]) -> None:
                             f"fsl_jax_{name}_{kind}",
                             lambda name=name, kind=kind, overrides=overrides, folder=folder: (
                                 fsl_jax_run(
-                                    args.seed,
+                                    args.seeds,
                                     folder / f"{name}_{kind}",
                                     folder / f"xla_cache_{name}",
                                     folder / f"{name}_{kind}.log",
@@ -250,7 +264,7 @@ def main(argv: list[str]) -> None:
         "benchmark": "end_to_end",
         "task": "sst2",
         "k_shot": 16,
-        "seed": args.seed,
+        "seeds": args.seeds,
         "runs": runs,
         "wall_s": summaries,
         "speedup_peer_wall_over_fsl_jax_wall": speedups,
@@ -262,7 +276,7 @@ def main(argv: list[str]) -> None:
     }
     report.update(bench_common.run_description())
 
-    print("\n== SST-2 16-shot, seed {}, wall time per run ==".format(args.seed))
+    print(f"\n== SST-2 16-shot, seeds {args.seeds}, wall time per run ==")
     for name, values in summaries.items():
         print(f"{name:18s} median {values['median']:.1f} s (spread {values['spread']:.0%})")
     for name, values in speedups.items():
