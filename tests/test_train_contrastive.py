@@ -208,9 +208,10 @@ def test_packed_in_batch_loss_matches_padded(sst2):
         np.testing.assert_allclose(np.asarray(packed), np.asarray(padded), rtol=1e-4, atol=1e-7)
 
 
-def test_in_batch_rejects_invalid_settings(sst2, tmp_path):
+def _tiny_stage_inputs(sst2, tmp_path):
+    """Return the fit_contrastive arguments, but section and mesh, for a tiny classifier."""
     model, params = tiny_classifier(dropout=0.0)
-    common = dict(
+    return dict(
         model=model,
         params=params,
         optimizer_config=small_config().optimizer,
@@ -222,6 +223,10 @@ def test_in_batch_rejects_invalid_settings(sst2, tmp_path):
         seed=13,
         workdir=tmp_path,
     )
+
+
+def test_in_batch_rejects_invalid_settings(sst2, tmp_path):
+    common = _tiny_stage_inputs(sst2, tmp_path)
     with pytest.raises(ValueError, match="num_iterations 3 has no effect with pairs='in_batch'"):
         contrastive.fit_contrastive(
             section=_section(pairs="in_batch", num_iterations=3), mesh=make_mesh(1), **common
@@ -239,21 +244,13 @@ def test_in_batch_rejects_invalid_settings(sst2, tmp_path):
 @pytest.mark.parametrize("ce_weight", [0.0, 1.0])
 def test_cross_entropy_term_also_trains_the_head(sst2, tmp_path, ce_weight):
     """With ce_weight > 0 the stage starts the head at the class means and trains it."""
-    model, params = tiny_classifier(dropout=0.0)
+    inputs = _tiny_stage_inputs(sst2, tmp_path)
+    model, params = inputs["model"], inputs["params"]
     mesh = make_mesh(1)
     tuned, _ = contrastive.fit_contrastive(
-        model=model,
-        params=params,
         section=_section(pairs="in_batch", ce_weight=ce_weight, learning_rate=1e-3),
-        optimizer_config=small_config().optimizer,
-        train_data=sst2["train"],
-        dev_data=sst2["dev"],
-        num_labels=2,
-        eval_batch_size=32,
-        length_buckets=(64,),
-        seed=13,
         mesh=mesh,
-        workdir=tmp_path,
+        **inputs,
     )
     means = heads.fit_head("prototypes", model, params, sst2["train"], 2, mesh, 32, (64,))
     kernel = np.asarray(tuned["head"]["kernel"])
