@@ -6,7 +6,7 @@ labelled public test set (610 rows); the seeds name those draws.
 Run:
   python run.py --config=configs/eprstmt_finetune.py --workdir=runs/eprstmt_finetune
 
-Expected: test accuracy 55.3 ± 1.9 over the five draws (mean ± std, docs/results.md).
+Expected: test accuracy 55.4 ± 2.2 over the five draws (mean ± std, docs/results.md).
 
 NOTE: all-MiniLM-L6-v2 has an English WordPiece vocabulary, so most Chinese
 characters map to [UNK]; this config exercises the Chinese input path and is not
