@@ -166,6 +166,17 @@ def test_eval_step_compiles_once_per_bucket(tiny, sst2):
     assert logits.shape == (len(dev), 2)
 
 
+def test_train_batch_checked_only_when_training():
+    train = common.get_base_config().train.copy_and_resolve_references()
+    train.batch_size = 12
+    train.enabled = True
+    with pytest.raises(ValueError, match="train.batch_size 12 cannot be split over 8 devices"):
+        TrainSettings.from_config(train, 32, make_mesh(8))
+    train.enabled = False
+    settings = TrainSettings.from_config(train, 32, make_mesh(8))
+    assert settings.eval_batch_size % 8 == 0
+
+
 def test_global_norm_matches_numpy():
     from fsl_jax.train.steps import global_norm
 

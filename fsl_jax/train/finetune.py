@@ -183,7 +183,8 @@ class TrainSettings:
     @classmethod
     def from_config(cls, train: ml_collections.ConfigDict, num_examples: int, mesh: Mesh):
         batch_size = train.batch_size
-        if batch_size % mesh.size:
+        # Without training (train.enabled=False) only the eval settings are used.
+        if train.get("enabled", True) and batch_size % mesh.size:
             raise ValueError(
                 f"train.batch_size {batch_size} cannot be split over {mesh.size} devices; use a "
                 f"multiple of {mesh.size}."
