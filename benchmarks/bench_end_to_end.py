@@ -110,7 +110,7 @@ def parse_variants(values: list[str]) -> dict[str, list[str]]:
         name, separator, overrides = value.partition("=")
         if not separator or not name or not overrides.split():
             raise ValueError(
-                f'--variant {value!r} needs the form NAME="--config.key=value ...", e.g. '
+                f'Invalid --variant {value!r}; use the form NAME="--config.key=value ...", e.g. '
                 'unpadded="--config.contrastive.pack=False".'
             )
         variants[name] = overrides.split()
