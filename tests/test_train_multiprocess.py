@@ -17,7 +17,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from train_jobs import seed_metrics, small_config
+from train_jobs import DEFAULT_RECIPE, seed_metrics, small_config
 
 from fsl_jax import pipeline
 from fsl_jax.evaluate import outputs
@@ -54,15 +54,18 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _run_workers(tmp_path: Path, workdir: Path) -> list[dict]:
+def _run_workers(
+    tmp_path: Path, workdir: Path, overrides: dict = OVERRIDES, stop_after: int = STOP_AFTER
+) -> list[dict]:
     """Run the workers for at most TIMEOUT_SECONDS, then kill any still running.
 
-    Returns the record each worker wrote.
+    Each worker runs the small job with overrides, stopping after stop_after steps and
+    resuming when stop_after > 0. Returns the record each worker wrote.
     """
     port = _free_loopback_port()
     env = _worker_env(port)
     # The resumed run in each worker reads its compiled steps from this cache.
-    worker_overrides = {**OVERRIDES, "compilation_cache_dir": str(tmp_path / "xla_cache")}
+    worker_overrides = {**overrides, "compilation_cache_dir": str(tmp_path / "xla_cache")}
     processes, logs = [], []
     for process_id in range(NUM_PROCESSES):
         log_path = tmp_path / f"worker_{process_id}.log"
@@ -75,7 +78,7 @@ def _run_workers(tmp_path: Path, workdir: Path) -> list[dict]:
             f"--workdir={workdir}",
             f"--output={tmp_path / f'worker_{process_id}.json'}",
             f"--overrides={json.dumps(worker_overrides)}",
-            f"--stop_after={STOP_AFTER}",
+            f"--stop_after={stop_after}",
         ]
         log = log_path.open("w")
         logs.append((log, log_path))
@@ -124,30 +127,42 @@ def _test_logits(workdir: Path) -> np.ndarray:
         return arrays["logits"]
 
 
-@pytest.mark.slow
-def test_two_processes_match_one_process(tmp_path):
+def _skip_unless_host_name_is_loopback():
     # gloo listens on the address of this machine's host name, so run only where that is
     # a loopback address.
     address = socket.gethostbyname(socket.gethostname())
     if not address.startswith("127."):
         pytest.skip(f"host name resolves to {address}, not loopback; gloo would use it")
 
-    records = _run_workers(tmp_path, tmp_path / "distributed")
-    single_dir = tmp_path / "single"
-    single = pipeline.run(small_config({**OVERRIDES, "num_devices": 4}), single_dir)
-    assert jax.process_count() == 1
 
+def _check_devices(records: list[dict]) -> None:
     for index, record in enumerate(records):
         assert record["process_index"] == index
         assert record["process_count"] == NUM_PROCESSES
         assert record["local_device_count"] == DEVICES_PER_PROCESS
         assert record["device_count"] == NUM_PROCESSES * DEVICES_PER_PROCESS
+
+
+def _check_teacher_metrics(records: list[dict], single: dict) -> None:
     expected = seed_metrics(single)["teacher"]
     for record in records:
         metrics = seed_metrics(record["results"])["teacher"]
         assert metrics.keys() == expected.keys()
         for name, value in expected.items():
             np.testing.assert_allclose(metrics[name], value, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(tmp_path):
+    _skip_unless_host_name_is_loopback()
+
+    records = _run_workers(tmp_path, tmp_path / "distributed")
+    single_dir = tmp_path / "single"
+    single = pipeline.run(small_config({**OVERRIDES, "num_devices": 4}), single_dir)
+    assert jax.process_count() == 1
+
+    _check_devices(records)
+    _check_teacher_metrics(records, single)
 
     distributed_dir = tmp_path / "distributed"
     np.testing.assert_allclose(
@@ -167,3 +182,19 @@ def test_two_processes_match_one_process(tmp_path):
     assert sorted(int(path.name) for path in periodic.iterdir() if path.name.isdigit()) == [
         final_step
     ]
+
+
+@pytest.mark.slow
+def test_default_recipe_two_processes_match(tmp_path):
+    """The packed pair stage and the logistic head give the same teacher on 2 x 2 devices."""
+    _skip_unless_host_name_is_loopback()
+
+    records = _run_workers(tmp_path, tmp_path / "distributed", DEFAULT_RECIPE, stop_after=0)
+    single_dir = tmp_path / "single"
+    single = pipeline.run(small_config({**DEFAULT_RECIPE, "num_devices": 4}), single_dir)
+
+    _check_devices(records)
+    _check_teacher_metrics(records, single)
+    np.testing.assert_allclose(
+        _test_logits(tmp_path / "distributed"), _test_logits(single_dir), rtol=1e-5, atol=1e-5
+    )

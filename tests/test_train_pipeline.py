@@ -17,7 +17,7 @@ import pytest
 import torch
 import transformers
 from safetensors.torch import load_file
-from train_jobs import REPO_ROOT, TIMING_METRICS, seed_metrics, small_config
+from train_jobs import DEFAULT_RECIPE, REPO_ROOT, TIMING_METRICS, seed_metrics, small_config
 
 from sklearn.linear_model import LogisticRegression
 
@@ -182,27 +182,18 @@ def test_contrastive_stage_runs_before_fine_tune_and_repeats(tmp_path, compilati
     assert teacher_steps == [2, 4, 6, 8]
 
 
-# The default recipe, shrunk: 2 pair-stage passes, a logistic head, no fine-tune.
-LOGISTIC = {
-    "train.enabled": False,
-    "model.head_init": "logistic",
-    "contrastive.enabled": True,
-    "contrastive.num_epochs": 2,
-}
-
-
 @pytest.fixture(scope="module")
 def logistic_teacher(tmp_path_factory, compilation_cache):
     """A run of the default recipe: (workdir, results)."""
     workdir = tmp_path_factory.mktemp("logistic_teacher")
-    return workdir, _run(workdir, compilation_cache, **LOGISTIC)
+    return workdir, _run(workdir, compilation_cache, **DEFAULT_RECIPE)
 
 
 @pytest.mark.slow
 def test_logistic_teacher_without_fine_tune(logistic_teacher, tmp_path, minilm_dir):
     """train.enabled=False: the teacher is the stage's encoder with a logistic head."""
     workdir, results = logistic_teacher
-    overrides = LOGISTIC
+    overrides = DEFAULT_RECIPE
     teacher = seed_metrics(results)["teacher"]
     assert teacher["best_step"] == 0
     records = [r for r in outputs.read_metrics(workdir) if r["model"] == "teacher"]
@@ -272,7 +263,7 @@ def test_distill_job_reuses_logistic_teacher(
     """
     teacher_dir, teacher_results = logistic_teacher
     overrides = {
-        **LOGISTIC,
+        **DEFAULT_RECIPE,
         "export_hf": True,
         "distill.enabled": True,
         "distill.teacher_workdir": str(teacher_dir),

@@ -23,6 +23,15 @@ if REPO_ROOT not in sys.path:
 
 from configs import sst2_finetune
 
+# small_config overrides for the default recipe, shrunk: 2 packed pair-stage passes,
+# a logistic head, no classifier fine-tune.
+DEFAULT_RECIPE = {
+    "train.enabled": False,
+    "model.head_init": "logistic",
+    "contrastive.enabled": True,
+    "contrastive.num_epochs": 2,
+}
+
 # Metrics of results.json that measure time, so they differ between identical runs.
 TIMING_METRICS = ("test_inference_seconds", "wall_seconds", "inference_speedup")
 
