@@ -16,12 +16,12 @@ from fsl_jax.train.finetune import init_params
 LENGTHS = [5, 9, 20, 3, 7, 12, 30, 2]
 
 
-def test_rows_are_packed_longest_first_without_overflow():
+def test_pack_rows_longest_first_fit():
     lengths = np.array(LENGTHS)
     bins = pack_rows(lengths, range(len(LENGTHS)), 32)
     assert sorted(row for bin_rows in bins for row in bin_rows) == list(range(len(LENGTHS)))
     assert all(sum(lengths[bin_rows]) <= 32 for bin_rows in bins)
-    # Longest first, each into the first row with room: 30+2, 20+12, 9+7+5+3.
+    # Longest first, each into the first row with enough free tokens: 30+2, 20+12, 9+7+5+3.
     assert bins == [[6, 7], [2, 5], [1, 4, 0, 3]]
 
 

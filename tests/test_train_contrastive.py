@@ -235,14 +235,17 @@ def test_in_batch_rejects_invalid_settings(sst2, tmp_path):
         contrastive.fit_contrastive(
             section=_section(pairs="in_batch", sentences_per_step=6), mesh=make_mesh(4), **common
         )
-    with pytest.raises(ValueError, match="ce_weight 1.0 needs pairs='in_batch'"):
+    with pytest.raises(
+        ValueError,
+        match="ce_weight 1.0 for pairs='unique': the cross-entropy term needs pairs='in_batch'",
+    ):
         contrastive.fit_contrastive(
             section=_section(pairs="unique", ce_weight=1.0), mesh=make_mesh(1), **common
         )
 
 
 @pytest.mark.parametrize("ce_weight", [0.0, 1.0])
-def test_cross_entropy_term_also_trains_the_head(sst2, tmp_path, ce_weight):
+def test_cross_entropy_term_trains_head(sst2, tmp_path, ce_weight):
     """With ce_weight > 0 the stage starts the head at the class means and trains it."""
     inputs = _tiny_stage_inputs(sst2, tmp_path)
     model, params = inputs["model"], inputs["params"]

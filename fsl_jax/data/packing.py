@@ -1,6 +1,6 @@
 """Sequence packing: several short sentences share one row of a fixed-width batch.
 
-A padded batch of 32 SST-2 sentences (26 tokens on average, 57 at most) has 64
+A padded batch of 32 SST-2 sentences (26 tokens on average, the longest 57) has 64
 columns, so most of its compute goes to padding. A packed batch lays the
 sentences end to end in rows of `width` tokens. `segment_ids` numbers each row's
 sentences 1, 2, ... (0 for padding). The encoder lets a token attend only within

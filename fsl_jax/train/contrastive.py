@@ -74,13 +74,14 @@ def default_config() -> ml_collections.ConfigDict:
             eval_every=0,
             # pairs='in_batch' only: lay each step's sentences end to end in rows of the
             # largest length bucket (fsl_jax/data/packing.py) instead of padding each
-            # one to the bucket of the longest. Same loss up to float rounding and
-            # other dropout draws; 2.2x faster per SST-2 step (docs/benchmarks.md).
+            # one to the bucket of the longest. The loss is the same up to float
+            # rounding, with other dropout draws, and an SST-2 step ran 2.2x as fast
+            # (docs/benchmarks.md).
             pack=True,
             # pairs='in_batch' only: weight of a cross-entropy term on the classifier's
-            # logits added to the pair loss; > 0 also trains the head, which starts
-            # from the class means (model.head_init='random' then keeps that head
-            # instead of fitting a new one after the stage).
+            # logits added to the pair loss. A weight > 0 also trains the head, which
+            # starts from the class means; model.head_init='random' then keeps that
+            # head instead of fitting a new one after the stage.
             ce_weight=0.0,
         )
     )
@@ -399,8 +400,9 @@ def fit_contrastive(
     ce_weight = float(section.get("ce_weight", 0.0))
     if ce_weight and not in_batch:
         raise ValueError(
-            f"contrastive.ce_weight {ce_weight} needs pairs='{IN_BATCH}'; set it to 0 for "
-            f"pairs={section.pairs!r}."
+            f"Invalid contrastive.ce_weight {ce_weight} for pairs={section.pairs!r}: the "
+            f"cross-entropy term needs pairs='{IN_BATCH}'. Set ce_weight to 0 or use "
+            f"pairs='{IN_BATCH}'."
         )
     trainable = {"encoder": params["encoder"]}
     if ce_weight:

@@ -312,8 +312,7 @@ def keep_without_training(
     The checkpoint and loop record have the layout fit_and_select writes, so a
     distillation run can reuse the model as its teacher. Returns (params, record).
     """
-    # Only the eval batch size and buckets are used, but this also checks train.batch_size
-    # against the mesh, as a training run would.
+    # Only the eval batch size and buckets are used.
     settings = TrainSettings.from_config(train_config, train_size, mesh)
     params = jax.device_put(params, replicated(mesh))
     eval_step = classifier_eval_step(model, params, mesh)
