@@ -8,6 +8,7 @@ interleaved repetitions are the figures to compare.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -69,6 +70,16 @@ def run_description() -> dict[str, Any]:
 def peak_rss_mib() -> float:
     """Return this process's peak resident set size in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def add_output_argument(parser: argparse.ArgumentParser, default_name: str) -> None:
+    """Add --output, the path of the JSON report, defaulting to results/default_name."""
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=RESULTS_DIR / default_name,
+        help="Path of the JSON report.",
+    )
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:

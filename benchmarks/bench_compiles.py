@@ -108,12 +108,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar=("CACHE_DIR", "WORKDIR"),
         help=argparse.SUPPRESS,
     )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=bench_common.RESULTS_DIR / "bench_compiles.json",
-        help="Path of the JSON report.",
-    )
+    bench_common.add_output_argument(parser, "bench_compiles.json")
     return parser.parse_args(argv)
 
 

@@ -23,7 +23,6 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import bench_common
@@ -40,12 +39,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=0,
         help="Run on CPUs 0..N-1 (sched_setaffinity, which sizes XLA's thread pool); 0: all.",
     )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=bench_common.RESULTS_DIR / "bench_distill_step.json",
-        help="Path of the JSON report.",
-    )
+    bench_common.add_output_argument(parser, "bench_distill_step.json")
     return parser.parse_args(argv)
 
 

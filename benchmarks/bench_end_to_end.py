@@ -75,12 +75,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar='NAME="OVERRIDES"',
         help="Also time the fsl_jax job with these space-separated config overrides.",
     )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=bench_common.RESULTS_DIR / "bench_end_to_end.json",
-        help="Path of the JSON report.",
-    )
+    bench_common.add_output_argument(parser, "bench_end_to_end.json")
     return parser.parse_args(argv)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 import bench_common
@@ -27,12 +26,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=13, help="SST-2 16-shot split seed.")
     parser.add_argument("--repeats", type=int, default=5, help="Interleaved repetitions.")
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=bench_common.RESULTS_DIR / "bench_pair_stage.json",
-        help="Path of the JSON report.",
-    )
+    bench_common.add_output_argument(parser, "bench_pair_stage.json")
     return parser.parse_args(argv)
 
 

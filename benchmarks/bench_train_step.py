@@ -227,12 +227,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--worker", choices=("fsl_jax", "torch"), default=None, help=argparse.SUPPRESS
     )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=bench_common.RESULTS_DIR / "bench_train_step.json",
-        help="Path of the JSON report.",
-    )
+    bench_common.add_output_argument(parser, "bench_train_step.json")
     return parser.parse_args(argv)
 
 
