@@ -129,3 +129,26 @@ def test_default_configs_use_logistic_head(module):
     assert config.contrastive.enabled
     assert config.model.head_init == "logistic"
     assert not config.train.enabled
+
+
+def test_init_params_from_a_checkpoint_keeps_the_full_init_head(minilm_dir):
+    # init_params compiles only the head when the encoder comes from a checkpoint;
+    # the head must be the one a full init draws from the same key.
+    encoder_config, encoder_params = load_encoder(minilm_dir)
+    encoder_config, encoder_params = select_layers(encoder_params, encoder_config, [0])
+    config = sst2_finetune.get_config().model
+    config.pooling = "mean"
+    model = finetune.build_classifier(config, encoder_config, 3)
+    full = finetune.init_params(model, None, jax.random.PRNGKey(5))
+    loaded = finetune.init_params(model, encoder_params, jax.random.PRNGKey(5))
+    assert sorted(loaded) == sorted(full)
+    assert any(name != "encoder" for name in loaded)
+    for name in full:
+        if name != "encoder":
+            jax.tree.map(np.testing.assert_array_equal, loaded[name], full[name])
+    # The checkpoint's arrays replace the encoder, less the pooler mean pooling leaves out.
+    assert sorted(loaded["encoder"]) == sorted(full["encoder"])
+    for key in loaded["encoder"]:
+        assert loaded["encoder"][key] is encoder_params[key]
+    other = finetune.init_params(model, encoder_params, jax.random.PRNGKey(6))
+    assert not np.array_equal(other["head"]["kernel"], loaded["head"]["kernel"])
