@@ -50,9 +50,6 @@ def get_base_config() -> ml_collections.ConfigDict:
             head_init="logistic",
             # Inverse L2 strength of the 'logistic' head (scikit-learn's C).
             logistic_c=1.0,
-            # Fit the head on the train sentences plus their augmentation copies (the
-            # fine-tune's set, augment.for_finetuning) instead of the sentences alone.
-            head_on_copies=False,
             # Teacher layers to keep, e.g. (0,) for a 1-layer model; () keeps all.
             keep_layers=(),
         )

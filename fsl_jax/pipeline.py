@@ -203,14 +203,11 @@ def train_teacher(
             mesh=mesh,
             workdir=workdir,
         )
-    head_data = encoded["train"]
-    if config.model.get("head_on_copies", False):
-        head_data = encoded["train_finetuning"]
     params = heads.fit_head(
         config.model.head_init,
         model,
         params,
-        head_data,
+        encoded["train"],
         num_labels,
         mesh,
         config.train.eval_batch_size,
@@ -476,7 +473,7 @@ RESUMABLE_TRAIN_KEYS = ("stop_after", "checkpoint_every", "keep_checkpoints", "l
 # workdir still matches a config that requests the same run.
 LEGACY_VALUES = {
     "train": {"enabled": True},
-    "model": {"logistic_c": 1.0, "head_on_copies": False},
+    "model": {"logistic_c": 1.0},
     "contrastive": {"ce_weight": 0.0, "pack": False},
 }
 
