@@ -21,10 +21,12 @@ def get_config():
     # The teacher of the measured students (docs/results.md): the pair stage, then the
     # classifier fine-tune from a prototype head. A distill.teacher_workdir to reuse must
     # come from the fine-tune config run with these overrides. Its pair stage padded
-    # each sentence (packing came later and draws other dropout masks).
+    # each sentence (packing came later and draws other dropout masks), and its
+    # evaluations padded too.
     config.train.enabled = True
     config.model.head_init = "prototypes"
     config.contrastive.pack = False
+    config.train.pack_eval = False
     # The teacher trains on the deletion copies; the transfer set stays the labelled
     # sentences and the pool, because the copies lowered the student (docs/results.md).
     config.augment.for_transfer_set = False

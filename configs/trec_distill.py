@@ -19,10 +19,12 @@ def get_config():
     # The teacher of the measured students (docs/results.md): the pair stage, then the
     # classifier fine-tune from a prototype head. A distill.teacher_workdir to reuse must
     # come from the fine-tune config run with these overrides. Its pair stage padded
-    # each sentence (packing came later and draws other dropout masks).
+    # each sentence (packing came later and draws other dropout masks), and its
+    # evaluations padded too.
     config.train.enabled = True
     config.model.head_init = "prototypes"
     config.contrastive.pack = False
+    config.train.pack_eval = False
     # That teacher's pair stage ran 20 passes, which scored best on dev before the
     # fine-tune (docs/results.md).
     config.contrastive.num_epochs = 20

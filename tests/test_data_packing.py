@@ -8,7 +8,14 @@ import pytest
 from test_data_batching import CLS, PAD, SEP, synthetic_dataset
 from train_jobs import load_sst2, tiny_encoder_config
 
-from fsl_jax.data import make_batch, make_packed_batch, pack_rows, packed_shape
+from fsl_jax.data import (
+    make_batch,
+    make_packed_batch,
+    pack_rows,
+    pack_split,
+    packed_eval_batches,
+    packed_shape,
+)
 from fsl_jax.models import Classifier
 from fsl_jax.models.bert import packed_position_ids, position_ids_from_mask
 from fsl_jax.train.finetune import init_params
@@ -23,6 +30,46 @@ def test_pack_rows_longest_first_fit():
     assert all(sum(lengths[bin_rows]) <= 32 for bin_rows in bins)
     # Longest first, each into the first row with enough free tokens: 30+2, 20+12, 9+7+5+3.
     assert bins == [[6, 7], [2, 5], [1, 4, 0, 3]]
+
+
+def test_pack_split_best_fit_decreasing():
+    lengths = np.array(LENGTHS)
+    # Longest first, each into the fullest row it fits in: 12 joins 20 (12
+    # free), 2 joins 30 (2 free) rather than the row of 9+7+5+3 (8 free).
+    assert pack_split(lengths, 32) == [[6, 7], [2, 5], [1, 4, 0, 3]]
+
+
+def test_pack_split_places_every_row_once():
+    lengths = np.random.default_rng(0).integers(1, 80, size=2000)
+    bins = pack_split(lengths, 64)
+    assert sorted(row for bin_rows in bins for row in bin_rows) == list(range(2000))
+    assert all(sum(min(int(lengths[row]), 64) for row in bin_rows) <= 64 for bin_rows in bins)
+    # Near the lower bound of full rows (rows over 64 tokens take a row each).
+    lower_bound = int(np.ceil(np.minimum(lengths, 64).sum() / 64))
+    assert len(bins) <= 1.05 * lower_bound
+    assert pack_split(lengths, 64) == bins
+    with pytest.raises(ValueError, match="width 0"):
+        pack_split(lengths, 0)
+
+
+def test_packed_eval_batches_cover_split_in_one_shape():
+    dataset = synthetic_dataset([5, 9, 20, 3, 7, 12, 30, 2, 40, 6, 1, 1, 1], width=64)
+    batches = list(packed_eval_batches(dataset, num_rows=3, width=32, num_devices=2))
+    # 3 rows round up to 4 for 2 devices; up to 4 sentences share a row, rounded to 8.
+    assert {batch["input_ids"].shape for batch in batches} == {(4, 32)}
+    assert {batch["example_mask"].shape for batch in batches} == {(4, 8)}
+    indices = np.concatenate(
+        [batch["example_index"][batch["example_mask"] > 0] for batch in batches]
+    )
+    assert sorted(indices.tolist()) == list(range(13))
+    for batch in batches:
+        empty = batch["example_mask"] == 0
+        assert np.all(batch["example_index"][empty] == -1)
+        assert np.all((batch["segment_ids"] > 0) == (batch["attention_mask"] > 0))
+    # The 40-token row is cut to 32 with its separator last, as in make_batch.
+    cut = [batch for batch in batches if 8 in batch["example_index"]][0]
+    row = np.nonzero(cut["example_index"] == 8)[0][0]
+    assert cut["input_ids"][row, 31] == SEP
 
 
 def test_long_row_cut_keeps_separator():

@@ -131,9 +131,9 @@ def test_default_configs_use_logistic_head(module):
     assert not config.train.enabled
 
 
-def test_init_params_from_a_checkpoint_keeps_the_full_init_head(minilm_dir):
-    # init_params compiles only the head when the encoder comes from a checkpoint;
-    # the head must be the one a full init draws from the same key.
+def test_init_params_keeps_full_init_head(minilm_dir):
+    # With a checkpoint's encoder, init_params computes only the head. That head must
+    # be the one a full init draws from the same key.
     encoder_config, encoder_params = load_encoder(minilm_dir)
     encoder_config, encoder_params = select_layers(encoder_params, encoder_config, [0])
     config = sst2_finetune.get_config().model
@@ -152,3 +152,27 @@ def test_init_params_from_a_checkpoint_keeps_the_full_init_head(minilm_dir):
         assert loaded["encoder"][key] is encoder_params[key]
     other = finetune.init_params(model, encoder_params, jax.random.PRNGKey(6))
     assert not np.array_equal(other["head"]["kernel"], loaded["head"]["kernel"])
+
+
+def test_packed_eval_matches_padded_eval(one_layer_sst2):
+    # Packed rows give each sentence its padded vector and logits, through the same
+    # eval step, batching and reordering that dev and test evaluation use.
+    model, params, train = one_layer_sst2
+    mesh = make_mesh(1)
+    padded = heads.pooled_features(model, params, train, mesh, 16, (32,))
+    # 4 rows of 32 tokens per batch: several batches, the last one partly empty.
+    packed = heads.pooled_features(model, params, train, mesh, 4, (32,), pack=True)
+    assert packed.shape == padded.shape == (len(train), 384)
+    np.testing.assert_allclose(packed, padded, atol=1e-5)
+
+    config = sst2_finetune.get_config().train
+    config.length_buckets = (32,)
+    config.eval_batch_size = 4
+    results = {}
+    for pack in (False, True):
+        config.pack_eval = pack
+        settings = finetune.TrainSettings.from_config(config, len(train), mesh)
+        eval_step = finetune.classifier_eval_step(model, params, mesh)
+        results[pack] = finetune.evaluate_split(eval_step, params, train, settings, mesh, 2)
+    np.testing.assert_allclose(results[True][1], results[False][1], atol=1e-4)
+    assert results[True][0] == results[False][0]

@@ -44,7 +44,14 @@ from fsl_jax.data.kshot import (
 )
 from fsl_jax.data.labels import LabelVocab, build_label_vocab, sort_labels
 from fsl_jax.data.loaders import kshot_folder, load_lmbff_kshot, load_split, load_unlabeled
-from fsl_jax.data.packing import make_packed_batch, pack_rows, packed_shape
+from fsl_jax.data.packing import (
+    fill_packed_batch,
+    make_packed_batch,
+    pack_rows,
+    pack_split,
+    packed_eval_batches,
+    packed_shape,
+)
 from fsl_jax.data.paths import default_data_dir
 from fsl_jax.data.quality import (
     AuditReport,
@@ -125,10 +132,13 @@ __all__ = [
     "load_task_pool",
     "load_task_unlabeled",
     "load_unlabeled",
+    "fill_packed_batch",
     "make_batch",
     "make_packed_batch",
     "num_batches",
     "pack_rows",
+    "pack_split",
+    "packed_eval_batches",
     "packed_shape",
     "remove_overlaps",
     "resolve_batch_size",

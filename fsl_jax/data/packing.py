@@ -15,7 +15,8 @@ jitted step compiles once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import bisect
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -61,6 +62,54 @@ def packed_shape(
     return num_rows, num_segments
 
 
+def pack_split(lengths: np.ndarray, width: int) -> list[list[int]]:
+    """Assign every row of a split to packed rows of `width` tokens, longest first, best fit.
+
+    Made for evaluation, where a split can have tens of thousands of rows. Each row
+    goes to the packed row with the least free space that it fits in, found by
+    bisection, so packing takes O(n log n) comparisons where pack_rows' first fit
+    takes O(n x packed rows). Ties go to the earlier packed row, so the result is
+    deterministic. A row longer than width is cut to width, as in pack_rows.
+    """
+    if width < 1:
+        raise ValueError(f"Invalid packed row width {width}; use at least 1 token.")
+    order = sorted(range(len(lengths)), key=lambda row: (-int(lengths[row]), row))
+    bins: list[list[int]] = []
+    # (free tokens, packed row) of every packed row, sorted.
+    free: list[tuple[int, int]] = []
+    for row in order:
+        length = min(int(lengths[row]), width)
+        position = bisect.bisect_left(free, (length, -1))
+        if position < len(free):
+            space, index = free.pop(position)
+            bins[index].append(row)
+        else:
+            space, index = width, len(bins)
+            bins.append([row])
+        bisect.insort(free, (space - length, index))
+    return bins
+
+
+def packed_eval_batches(
+    encoded: EncodedDataset, num_rows: int, width: int, num_devices: int
+) -> Iterator[dict[str, np.ndarray]]:
+    """Yield packed batches of [num_rows, width] tokens that hold every example once.
+
+    Every batch has the same shape, so an eval step compiles once for the split.
+    num_rows is rounded up to a multiple of num_devices. The number of sentence
+    slots per row is rounded up to a multiple of 8, so splits of similar lengths
+    (dev and test) usually share the shape. The last batch is filled with empty rows.
+    """
+    bins = pack_split(encoded.lengths, width)
+    num_rows = -(-num_rows // num_devices) * num_devices
+    num_segments = max((len(bin_rows) for bin_rows in bins), default=1)
+    num_segments = -(-num_segments // 8) * 8
+    for start in range(0, len(bins), num_rows):
+        yield fill_packed_batch(
+            encoded, bins[start : start + num_rows], width, num_rows, num_segments
+        )
+
+
 def make_packed_batch(
     encoded: EncodedDataset,
     rows: Sequence[int],
@@ -82,6 +131,20 @@ def make_packed_batch(
             f"{needed_segments} sentences each, but the batch has {num_rows} rows and "
             f"{num_segments} segments; size it with packed_shape over every batch."
         )
+    return fill_packed_batch(encoded, bins, width, num_rows, num_segments)
+
+
+def fill_packed_batch(
+    encoded: EncodedDataset,
+    bins: Sequence[Sequence[int]],
+    width: int,
+    num_rows: int,
+    num_segments: int,
+) -> dict[str, np.ndarray]:
+    """Lay out the dataset rows of each of `bins` in one row of a [num_rows, width] batch.
+
+    The caller guarantees len(bins) <= num_rows and at most num_segments rows per bin.
+    """
     batch = {
         "input_ids": np.full((num_rows, width), encoded.pad_token_id, np.int32),
         "token_type_ids": np.zeros((num_rows, width), np.int32),

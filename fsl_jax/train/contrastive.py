@@ -362,8 +362,11 @@ def fit_contrastive(
     seed: int,
     mesh: Mesh,
     workdir: Path,
+    pack_eval: bool = False,
 ) -> tuple[dict, dict[str, Any]]:
     """Train params["encoder"] on sentence pairs; return (classifier params, loop record).
+
+    pack_eval packs the sentences of the pooled vectors that score dev (train.pack_eval).
 
     The optimizer is optimizer_config with section's learning rate and warmup. The
     stage checkpoints its final state, so a rerun of a killed job skips a finished
@@ -416,6 +419,7 @@ def fit_contrastive(
             mesh,
             eval_batch_size,
             length_buckets,
+            pack=pack_eval,
         )
         trainable["head"] = params["head"]
     head = jax.tree.map(np.asarray, params["head"])
@@ -429,7 +433,9 @@ def fit_contrastive(
 
     def pooled_fn(encoder_params, encoded):
         full = {"encoder": encoder_params["encoder"], "head": head}
-        return heads.pooled_features(model, full, encoded, mesh, eval_batch_size, length_buckets)
+        return heads.pooled_features(
+            model, full, encoded, mesh, eval_batch_size, length_buckets, pack_eval
+        )
 
     def evaluate(encoder_params):
         return nearest_mean_metrics(pooled_fn, encoder_params, train_data, dev_data, num_labels)

@@ -14,7 +14,13 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from fsl_jax.data import EncodedDataset, batch_iterator, make_batch, num_batches
+from fsl_jax.data import (
+    EncodedDataset,
+    batch_iterator,
+    make_batch,
+    num_batches,
+    packed_eval_batches,
+)
 from fsl_jax.evaluate.metrics import classification_metrics
 from fsl_jax.models import Classifier, EncoderConfig
 from fsl_jax.train import augmentation
@@ -71,8 +77,8 @@ def init_params(model: Classifier, encoder_params: dict | None, rng: jax.Array) 
 
     params = jax.tree.map(np.asarray, jax.jit(init)(rng))
     if encoder_params is not None:
-        wanted = jax.eval_shape(model.init, rng, ids, jnp.ones_like(ids))["params"]["encoder"]
-        params["encoder"] = {key: encoder_params[key] for key in wanted}
+        shapes = jax.eval_shape(model.init, rng, ids, jnp.ones_like(ids))["params"]["encoder"]
+        params["encoder"] = {key: encoder_params[key] for key in shapes}
     return params
 
 
@@ -115,13 +121,22 @@ def classification_loss(model: Classifier, policy=None, token_ids=None) -> Calla
 
 
 def eval_apply(model: Classifier) -> Callable[[Any, dict], dict]:
+    """Return apply(params, batch) in eval mode, for padded and packed batches alike."""
+
     def apply(params, batch):
+        packed = {}
+        if "segment_ids" in batch:
+            packed = {
+                "segment_ids": batch["segment_ids"],
+                "num_segments": batch["example_mask"].shape[1],
+            }
         return model.apply(
             {"params": params},
             batch["input_ids"],
             batch["attention_mask"],
             batch["token_type_ids"],
             deterministic=True,
+            **packed,
         )
 
     return apply
@@ -151,13 +166,22 @@ def classifier_eval_step(model: Classifier, params: Any, mesh: Mesh) -> Callable
 
 
 def eval_batches(
-    encoded: EncodedDataset, batch_size: int, length_buckets: tuple[int, ...], num_devices: int
+    encoded: EncodedDataset,
+    batch_size: int,
+    length_buckets: tuple[int, ...],
+    num_devices: int,
+    pack: bool = False,
 ):
     """Yield eval batches over every example, shortest rows first.
 
     Sorting by length puts rows of similar length together, so most batches fit a
     short length bucket; results go back to dataset order through example_index.
+    With pack, sentences share rows of the largest bucket instead, batch_size rows
+    per batch (data_lib.packed_eval_batches), and every batch has one shape.
     """
+    if pack:
+        yield from packed_eval_batches(encoded, batch_size, max(length_buckets), num_devices)
+        return
     batch_size = math.ceil(batch_size / num_devices) * num_devices
     order = np.argsort(encoded.lengths, kind="stable")
     for start in range(0, len(order), batch_size):
@@ -168,7 +192,9 @@ def evaluate_split(
     eval_step, params, encoded: EncodedDataset, settings, mesh: Mesh, num_labels: int
 ) -> tuple[dict[str, float], np.ndarray]:
     """Return (accuracy, macro-F1 and count over every example, logits [N, C])."""
-    batches = eval_batches(encoded, settings.eval_batch_size, settings.length_buckets, mesh.size)
+    batches = eval_batches(
+        encoded, settings.eval_batch_size, settings.length_buckets, mesh.size, settings.pack_eval
+    )
     logits = predict_outputs(eval_step, params, batches, mesh, len(encoded))
     metrics = classification_metrics(logits.argmax(-1), encoded.labels, num_classes=num_labels)
     return metrics, logits
@@ -189,6 +215,7 @@ class TrainSettings:
     log_every: int
     stop_after: int | None
     eval_at_start: bool
+    pack_eval: bool = False
 
     @classmethod
     def from_config(cls, train: ml_collections.ConfigDict, num_examples: int, mesh: Mesh):
@@ -214,6 +241,7 @@ class TrainSettings:
             log_every=train.log_every,
             stop_after=train.get("stop_after") or None,
             eval_at_start=train.get("eval_at_start", False),
+            pack_eval=train.get("pack_eval", False),
         )
 
 

@@ -33,10 +33,14 @@ def pooled_features(
     mesh: Mesh,
     eval_batch_size: int,
     length_buckets: tuple[int, ...],
+    pack: bool = False,
 ) -> np.ndarray:
-    """Return the [examples, hidden] vectors that model's head reads, in eval mode."""
+    """Return the [examples, hidden] vectors that model's head reads, in eval mode.
+
+    pack lays the sentences end to end in shared rows (see finetune.eval_batches).
+    """
     eval_step = classifier_eval_step(model, params, mesh)
-    batches = eval_batches(encoded, eval_batch_size, length_buckets, mesh.size)
+    batches = eval_batches(encoded, eval_batch_size, length_buckets, mesh.size, pack)
     return predict_outputs(eval_step, params, batches, mesh, len(encoded), key="pooled")
 
 
@@ -163,18 +167,20 @@ def fit_head(
     eval_batch_size: int,
     length_buckets: tuple[int, ...],
     c: float = 1.0,
+    pack: bool = False,
 ) -> dict:
     """Return params with a head fitted on the pooled vectors of encoded ('random' keeps it).
 
     kind: 'prototypes' (nearest class mean: each kernel column is a class's mean
     vector), 'logistic' (L2-penalised logistic regression, as SetFit fits on its
-    sentence vectors) or 'random' (the head init_params drew).
+    sentence vectors) or 'random' (the head init_params drew). pack packs the
+    sentences for the pooled vectors (see finetune.eval_batches).
     """
     if kind not in HEAD_INITS:
         raise ValueError(f"Unknown model.head_init {kind!r}; use one of {HEAD_INITS}.")
     if kind == "random":
         return params
-    features = pooled_features(model, params, encoded, mesh, eval_batch_size, length_buckets)
+    features = pooled_features(model, params, encoded, mesh, eval_batch_size, length_buckets, pack)
     labels = np.asarray(encoded.labels)
     if kind == "prototypes":
         kernel = prototype_kernel(features, labels, num_labels, model.normalize)

@@ -35,7 +35,9 @@ def predict_outputs(
         indices = batch["example_index"][real]
         for name in keys:
             if name not in rows:
-                rows[name] = np.zeros((num_examples, *outputs[name].shape[1:]), np.float32)
+                # A packed batch has [rows, sentence slots] example axes, a padded one [rows].
+                example_shape = outputs[name].shape[real.ndim :]
+                rows[name] = np.zeros((num_examples, *example_shape), np.float32)
             rows[name][indices] = outputs[name][real]
         np.add.at(seen, indices, 1)
     if not rows or not np.all(seen == 1):
