@@ -201,15 +201,18 @@ def test_run_rejects_empty_seeds(tmp_path):
 
 
 def test_legacy_config_still_matches(tmp_path):
-    """A config.json written before train.enabled, model.logistic_c and two contrastive keys."""
+    """A config.json written before train.enabled, train.pack_eval, model.logistic_c and
+    two contrastive keys."""
     from configs import sst2_distill
 
     teacher = sst2_finetune.get_config()
     teacher.train.enabled = True
     teacher.model.head_init = "prototypes"
     teacher.contrastive.pack = False
+    teacher.train.pack_eval = False
     recorded = pipeline._result_defining(teacher)
-    del recorded["train"]["enabled"], recorded["model"]["logistic_c"]
+    del recorded["train"]["enabled"], recorded["train"]["pack_eval"]
+    del recorded["model"]["logistic_c"]
     del recorded["contrastive"]["ce_weight"], recorded["contrastive"]["pack"]
     (tmp_path / "config.json").write_text(json.dumps(recorded))
 
@@ -235,6 +238,7 @@ def test_reused_teacher_must_match_config(tmp_path):
         config.train.enabled = True
         config.model.head_init = "prototypes"
         config.contrastive.pack = False
+        config.train.pack_eval = False
         return config
 
     pipeline.check_workdir_config(fine_tuned_teacher(), augmented_dir)

@@ -149,6 +149,7 @@ def test_eval_step_compiles_once_per_bucket(tiny, sst2):
     )
     settings.eval_batch_size = 8
     settings.length_buckets = BUCKETS
+    settings.pack_eval = False
     eval_step = make_eval_step(eval_apply(model), params, mesh)
     first, logits = evaluate_split(eval_step, params, dev, settings, mesh, num_labels=2)
     compiled = eval_step._cache_size()
@@ -164,6 +165,14 @@ def test_eval_step_compiles_once_per_bucket(tiny, sst2):
     assert eval_step._cache_size() == compiled
     assert first == second
     assert logits.shape == (len(dev), 2)
+
+    # Packed rows of the largest bucket: one shape, so one more compilation in all.
+    settings.pack_eval = True
+    packed, packed_logits = evaluate_split(eval_step, params, dev, settings, mesh, num_labels=2)
+    evaluate_split(eval_step, params, dev, settings, mesh, num_labels=2)
+    assert eval_step._cache_size() == compiled + 1
+    np.testing.assert_allclose(packed_logits, logits, atol=1e-4)
+    assert packed["accuracy"] == first["accuracy"]
 
 
 def test_train_batch_checked_only_when_training():
