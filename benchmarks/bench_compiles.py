@@ -165,6 +165,9 @@ def steady_state(counter: CompileCounter, seed: int, buckets: tuple[int, ...], e
     started = time.perf_counter()
     settings = finetune.TrainSettings.from_config(config.train, len(train), mesh)
     settings.length_buckets = tuple(buckets)
+    # The warm-up covers padded batches of each bucket. Packed evaluation (one shape
+    # per split) compiles in the whole-job measurement instead.
+    settings.pack_eval = False
     batches_per_bucket: collections.Counter = collections.Counter()
     for epoch in range(epochs):
         for batch in data_lib.batch_iterator(
