@@ -40,8 +40,8 @@ def setup_compilation_cache(config: ml_collections.ConfigDict) -> None:
     directory = os.path.expanduser(directory)
     os.makedirs(directory, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", directory)
-    # Low enough to also store the eval steps (0.3 to 0.4 s each on 2 CPU cores), which
-    # a warm run would otherwise compile again; the smaller helpers stay uncached.
+    # Low enough to also store the eval steps (0.3 to 0.4 s each on 2 CPU cores), so a
+    # warm run does not compile them again. The smaller helpers stay uncached.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     logging.info("Persistent XLA compilation cache: %s", directory)
