@@ -189,6 +189,7 @@ def train_teacher(
     if teacher_workdir:
         return (model, *load_finished_teacher(Path(teacher_workdir), seed, params, mesh))
 
+    pack_eval = config.train.get("pack_eval", False)
     contrastive_section = config.get("contrastive")
     if contrastive_section is not None and contrastive_section.enabled:
         params, _ = contrastive.fit_contrastive(
@@ -204,7 +205,7 @@ def train_teacher(
             seed=seed,
             mesh=mesh,
             workdir=workdir,
-            pack_eval=config.train.get("pack_eval", False),
+            pack_eval=pack_eval,
         )
     params = heads.fit_head(
         config.model.head_init,
@@ -216,7 +217,7 @@ def train_teacher(
         config.train.eval_batch_size,
         tuple(config.train.length_buckets),
         c=config.model.get("logistic_c", 1.0),
-        pack=config.train.get("pack_eval", False),
+        pack=pack_eval,
     )
     if not config.train.get("enabled", True):
         best_params, record = finetune.keep_without_training(
@@ -560,6 +561,30 @@ def check_teacher_config(config: ml_collections.ConfigDict, teacher_workdir: Pat
         )
 
 
+def check_packing(config: ml_collections.ConfigDict) -> None:
+    """Raise ValueError when packing is on with a pooling that has no packed form.
+
+    Checked before any training, because the packed eval steps would otherwise fail
+    only after the pair stage has run.
+    """
+    if config.model.pooling != "pooler":
+        return
+    contrastive_section = config.get("contrastive")
+    packed = []
+    if contrastive_section is not None and contrastive_section.enabled:
+        if contrastive_section.pairs == "in_batch" and contrastive_section.get("pack", False):
+            packed.append("contrastive.pack")
+    if config.train.get("pack_eval", False):
+        packed.append("train.pack_eval")
+    if packed:
+        overrides = " ".join(f"--config.{key}=False" for key in packed)
+        raise ValueError(
+            f"model.pooling='pooler' reads the [CLS] state through BERT's pooler, which has no "
+            f"packed form, but {' and '.join(packed)} pack sentences into shared rows. Use "
+            f"model.pooling='mean' or 'cls', or turn packing off: {overrides}."
+        )
+
+
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any] | None:
     """Run the configured job over config.seeds and write results.json and results.md.
 
@@ -570,6 +595,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[s
             "config.seeds is empty, so there is nothing to train; give at least one seed, "
             "e.g. --config.seeds='(13,)' (the LM-BFF seeds are 13, 21, 42, 87, 100)."
         )
+    check_packing(config)
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     initialize_distributed(config)

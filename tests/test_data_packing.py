@@ -34,7 +34,7 @@ def test_pack_rows_longest_first_fit():
 
 def test_pack_split_best_fit_decreasing():
     lengths = np.array(LENGTHS)
-    # Longest first, each into the fullest row it fits in: 12 joins 20 (12
+    # Longest first, each into the row with the least free space that fits it: 12 joins 20 (12
     # free), 2 joins 30 (2 free) rather than the row of 9+7+5+3 (8 free).
     assert pack_split(lengths, 32) == [[6, 7], [2, 5], [1, 4, 0, 3]]
 

@@ -200,6 +200,27 @@ def test_run_rejects_empty_seeds(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_run_rejects_pooler_with_packing(tmp_path):
+    config = sst2_finetune.get_config()
+    config.model.pooling = "pooler"
+    with pytest.raises(
+        ValueError,
+        match=r"contrastive.pack and train.pack_eval .* --config.contrastive.pack=False "
+        r"--config.train.pack_eval=False",
+    ):
+        pipeline.run(config, tmp_path)
+    assert not any(tmp_path.iterdir())
+    config.train.pack_eval = False
+    with pytest.raises(ValueError, match=r"but contrastive.pack pack"):
+        pipeline.check_packing(config)
+    config.contrastive.pack = False
+    pipeline.check_packing(config)
+    config.model.pooling = "cls"
+    config.train.pack_eval = True
+    config.contrastive.pack = True
+    pipeline.check_packing(config)
+
+
 def test_legacy_config_still_matches(tmp_path):
     """A config.json written before train.enabled, train.pack_eval, model.logistic_c and
     two contrastive keys."""

@@ -366,12 +366,11 @@ def fit_contrastive(
 ) -> tuple[dict, dict[str, Any]]:
     """Train params["encoder"] on sentence pairs; return (classifier params, loop record).
 
-    pack_eval packs the sentences of the pooled vectors that score dev (train.pack_eval).
-
     The optimizer is optimizer_config with section's learning rate and warmup. The
     stage checkpoints its final state, so a rerun of a killed job skips a finished
     stage. The returned params keep the input head, which the caller refits, unless
-    section.ce_weight > 0: then the head is the one the stage trained.
+    section.ce_weight > 0: then the head is the one the stage trained. pack_eval
+    packs the sentences whose pooled vectors score dev (train.pack_eval).
     """
     in_batch = section.pairs == IN_BATCH
     if in_batch and section.num_iterations > 0:
