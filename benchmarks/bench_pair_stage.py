@@ -1,14 +1,17 @@
 """Pair-stage step on real SST-2 sentences: padded batch against packed batch.
 
-Two jitted fsl_jax train steps of the in-batch pair stage (fsl_jax.train.contrastive),
+Three jitted fsl_jax train steps of the in-batch pair stage (fsl_jax.train.contrastive),
 timed in interleaved repetitions in one process, on the 32 training sentences of
 the SST-2 16-shot split of one seed, as the default job runs them:
 
-  padded  every sentence padded to the bucket of the longest (pack=False)
-  packed  sentences laid end to end in rows of the largest bucket (pack=True)
+  padded        every sentence padded to the bucket of the longest (pack=False)
+  packed        sentences laid end to end in rows of the largest bucket (pack=True)
+  packed_norms  packed, with the norms of updates and params as metrics
+                (train.norm_metrics=True)
 
 Model, stage optimizer and buckets come from configs/sst2_finetune.py. The report
-gives both step times, their ratio and the token slots (rows x width) of each batch.
+gives the step times, their ratios, each step's compilation and first run, and the
+token slots (rows x width) of each batch.
 
     python benchmarks/bench_pair_stage.py --output benchmarks/results/bench_pair_stage.json
 """
@@ -71,12 +74,15 @@ class PairSteps:
         }
         self.slots = {name: int(batch["input_ids"].size) for name, batch in batches.items()}
         self.real_tokens = int(train.lengths[rows].sum())
+        batches["packed_norms"] = batches["packed"]
         self.batches = {name: to_global_batch(batch, mesh) for name, batch in batches.items()}
         self.states = {}
         self.steps = {}
         for name in batches:
             self.states[name] = create_train_state(trainable, optimizer, seed, mesh)
-            self.steps[name] = make_train_step(loss_fn, optimizer, self.states[name], mesh)
+            self.steps[name] = make_train_step(
+                loss_fn, optimizer, self.states[name], mesh, norm_metrics=name == "packed_norms"
+            )
 
     def run(self, name: str) -> None:
         import jax
@@ -88,7 +94,7 @@ class PairSteps:
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     steps = PairSteps(args.seed)
-    names = ("padded", "packed")
+    names = ("padded", "packed", "packed_norms")
     compile_s = {name: bench_common.time_call(lambda name=name: steps.run(name)) for name in names}
     times = bench_common.interleave(
         {
@@ -98,6 +104,7 @@ def main(argv: list[str]) -> None:
         args.repeats,
     )
     speedup = bench_common.ratio_summary(times["padded"], times["packed"])
+    norms_cost = bench_common.ratio_summary(times["packed_norms"], times["packed"])
     report: dict[str, Any] = {
         "benchmark": "pair_stage",
         "task": "sst2",
@@ -107,6 +114,7 @@ def main(argv: list[str]) -> None:
         "compile_and_first_step_s": compile_s,
         "seconds": {name: bench_common.summary(times[name]) for name in names},
         "speedup_padded_over_packed": speedup,
+        "packed_norms_over_packed": norms_cost,
         "times_s": times,
     }
     report.update(bench_common.run_description())
@@ -122,6 +130,12 @@ def main(argv: list[str]) -> None:
         f"packed step is {speedup['median']:.2f}x as fast as padded "
         f"(range {speedup['min']:.2f}-{speedup['max']:.2f})"
     )
+    print(
+        f"packed step with norm metrics takes {norms_cost['median']:.3f}x the time "
+        f"(range {norms_cost['min']:.3f}-{norms_cost['max']:.3f})"
+    )
+    for name in names:
+        print(f"{name}: compilation and first step {compile_s[name]:.2f} s")
     bench_common.write_report(args.output, report)
 
 

@@ -101,6 +101,10 @@ def get_base_config() -> ml_collections.ConfigDict:
             checkpoint_every=0,
             keep_checkpoints=1,
             log_every=10,
+            # Also log the norms of the updates and the params at every step (the
+            # gradient norm always is). Off because each is one more pass over every
+            # parameter per step; results are the same either way.
+            norm_metrics=False,
             stop_after=0,  # >0: stop after this many steps, as if killed (resume tests).
         )
     )

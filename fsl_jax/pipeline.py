@@ -8,6 +8,7 @@ periodic checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -24,8 +25,9 @@ from fsl_jax.checkpoints import export_hf, load_encoder, resolve_checkpoint
 from fsl_jax.evaluate import aggregate, outputs
 from fsl_jax.models import select_layers
 from fsl_jax.train import augmentation, contrastive, distill, finetune, heads
+from fsl_jax.train.ahead import AheadOfTimeCompiler
 from fsl_jax.train.checkpointing import Checkpointer
-from fsl_jax.train.mesh import initialize_distributed, make_mesh, replicated
+from fsl_jax.train.mesh import initialize_distributed, make_mesh, replicate_tree, replicated
 
 # ----------------------------------------------------------------------------
 # Set-up.
@@ -152,6 +154,7 @@ def evaluate_test(
     """
     settings = finetune.TrainSettings.from_config(config.train, len(encoded["train"]), mesh)
     num_labels = model.num_labels
+    params = replicate_tree(params, mesh)
     eval_step = finetune.classifier_eval_step(model, params, mesh)
     if timed:
         # The first pass compiles; the second is the timed inference pass.
@@ -168,14 +171,40 @@ def evaluate_test(
     return metrics, seconds
 
 
+def compile_after_stage(compiler, config, model, params, encoded, num_labels, mesh) -> None:
+    """Submit to compiler what the teacher compiles after the pair stage.
+
+    That is the eval step for the train and dev shapes (the stage's dev score, the
+    head fit, the teacher's dev score), the logistic-regression head fit, and the
+    eval step for the test shapes.
+    """
+    settings = finetune.TrainSettings.from_config(config.train, len(encoded["train"]), mesh)
+    splits = [encoded["train"], encoded["dev"]]
+    finetune.compile_eval_step(compiler, model, params, splits, settings, mesh)
+    if config.model.head_init == "logistic":
+        hidden_size = model.config.hidden_size
+        heads.compile_logistic_fit(compiler, len(encoded["train"]), hidden_size, num_labels)
+    finetune.compile_eval_step(compiler, model, params, [encoded["test"]], settings, mesh)
+
+
 def train_teacher(
-    config, seed, encoded, num_labels, workdir, mesh, checkpoint_dir, policy, token_ids
+    config,
+    seed,
+    encoded,
+    num_labels,
+    workdir,
+    mesh,
+    checkpoint_dir,
+    policy,
+    token_ids,
+    pending_writes: contextlib.ExitStack,
 ):
     """Train the teacher from the pretrained checkpoint; return (model, best params, record).
 
     In order: the optional pair stage, a head fitted on the train vectors
     (model.head_init), then fine-tuning with selection on dev unless train.enabled
     is False, in which case the stage's encoder and the fitted head are the teacher.
+    Checkpoint writes still in flight on return are waited for by pending_writes.
     """
     encoder_config, encoder_params = load_encoder(checkpoint_dir)
     if config.model.keep_layers:
@@ -192,21 +221,27 @@ def train_teacher(
     pack_eval = config.train.get("pack_eval", False)
     contrastive_section = config.get("contrastive")
     if contrastive_section is not None and contrastive_section.enabled:
-        params, _ = contrastive.fit_contrastive(
-            model=model,
-            params=params,
-            section=contrastive_section,
-            optimizer_config=config.optimizer,
-            train_data=encoded["train"],
-            dev_data=encoded["dev"],
-            num_labels=num_labels,
-            eval_batch_size=config.train.eval_batch_size,
-            length_buckets=tuple(config.train.length_buckets),
-            seed=seed,
-            mesh=mesh,
-            workdir=workdir,
-            pack_eval=pack_eval,
-        )
+        # The stage's train step compiles on this thread, for seconds on CPU, while
+        # the programs needed after the stage compile on a background thread.
+        with AheadOfTimeCompiler() as compiler:
+            compile_after_stage(compiler, config, model, params, encoded, num_labels, mesh)
+            params, _ = contrastive.fit_contrastive(
+                model=model,
+                params=params,
+                section=contrastive_section,
+                optimizer_config=config.optimizer,
+                train_data=encoded["train"],
+                dev_data=encoded["dev"],
+                num_labels=num_labels,
+                eval_batch_size=config.train.eval_batch_size,
+                length_buckets=tuple(config.train.length_buckets),
+                seed=seed,
+                mesh=mesh,
+                workdir=workdir,
+                pack_eval=pack_eval,
+                norm_metrics=config.train.get("norm_metrics", False),
+                pending_writes=pending_writes,
+            )
     params = heads.fit_head(
         config.model.head_init,
         model,
@@ -231,9 +266,10 @@ def train_teacher(
             train_config=config.train,
             mesh=mesh,
             workdir=workdir,
+            pending_writes=pending_writes,
         )
         return model, best_params, record
-    best_params, record, _ = finetune.fit_and_select(
+    best_params, record, checkpointer = finetune.fit_and_select(
         name="teacher",
         seed=seed,
         params=params,
@@ -248,6 +284,7 @@ def train_teacher(
         mesh=mesh,
         workdir=workdir,
     )
+    pending_writes.callback(checkpointer.close)
     return model, best_params, record
 
 
@@ -298,8 +335,12 @@ def distill_student(
     mesh,
     policy,
     token_ids,
+    pending_writes: contextlib.ExitStack,
 ):
-    """Distil the fine-tuned teacher; return (student model, best params, record)."""
+    """Distil the fine-tuned teacher; return (student model, best params, record).
+
+    Checkpoint writes still in flight on return are waited for by pending_writes.
+    """
     from fsl_jax.losses import build_objective
 
     distill_config = config.distill
@@ -345,7 +386,7 @@ def distill_student(
         )
         return distill.add_per_example(batches, per_example)
 
-    best_params, record, _ = finetune.fit_and_select(
+    best_params, record, checkpointer = finetune.fit_and_select(
         name="student",
         seed=seed,
         params=params,
@@ -363,6 +404,7 @@ def distill_student(
         make_epoch=make_epoch,
         select_params=lambda tree: tree["student"],
     )
+    pending_writes.callback(checkpointer.close)
     if best_params is None:
         return student, None, record
     return student, best_params["student"], record
@@ -394,8 +436,22 @@ def export_model(name: str, model, params, seed: int, workdir: Path, checkpoint_
 
 
 def run_seed(config, seed: int, workdir: Path, mesh, checkpoint_dir: Path, tokenizer):
-    """Run every configured stage for one seed; return {model name: metrics} or {} if stopped."""
+    """Run every configured stage for one seed; return {model name: metrics} or {} if stopped.
+
+    Checkpoints are written in the background while the later stages run. They are
+    all on disk when this returns, before the caller records the seed as finished.
+    """
     started = time.perf_counter()
+    with contextlib.ExitStack() as pending_writes:
+        results = _run_stages(
+            config, seed, workdir, mesh, checkpoint_dir, tokenizer, pending_writes
+        )
+    for values in results.values():
+        values["wall_seconds"] = time.perf_counter() - started
+    return results
+
+
+def _run_stages(config, seed, workdir, mesh, checkpoint_dir, tokenizer, pending_writes):
     encoded, vocab, cleaned = load_seed_data(config, seed, tokenizer, workdir)
     num_labels = len(vocab)
 
@@ -408,7 +464,16 @@ def run_seed(config, seed: int, workdir: Path, mesh, checkpoint_dir: Path, token
         )
 
     teacher, teacher_params, teacher_record = train_teacher(
-        config, seed, encoded, num_labels, workdir, mesh, checkpoint_dir, policy, token_ids
+        config,
+        seed,
+        encoded,
+        num_labels,
+        workdir,
+        mesh,
+        checkpoint_dir,
+        policy,
+        token_ids,
+        pending_writes,
     )
     if teacher_params is None:
         return {}
@@ -444,6 +509,7 @@ def run_seed(config, seed: int, workdir: Path, mesh, checkpoint_dir: Path, token
             mesh,
             policy,
             token_ids,
+            pending_writes,
         )
         if student_params is None:
             return {}
@@ -462,15 +528,18 @@ def run_seed(config, seed: int, workdir: Path, mesh, checkpoint_dir: Path, token
             "inference_speedup": teacher_seconds / student_seconds,
         }
         logging.info("Seed %d student: %s", seed, results["student"])
-
-    for values in results.values():
-        values["wall_seconds"] = time.perf_counter() - started
     return results
 
 
 # Settings that may change between a run and its resumption without changing results.
 RESUMABLE_KEYS = ("seeds", "num_devices", "distributed", "compilation_cache_dir", "export_hf")
-RESUMABLE_TRAIN_KEYS = ("stop_after", "checkpoint_every", "keep_checkpoints", "log_every")
+RESUMABLE_TRAIN_KEYS = (
+    "stop_after",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "log_every",
+    "norm_metrics",
+)
 
 
 # Config keys added after runs were recorded, with the values that reproduce what

@@ -72,6 +72,31 @@ def test_packed_eval_batches_cover_split_in_one_shape():
     assert cut["input_ids"][row, 31] == SEP
 
 
+@pytest.mark.parametrize(
+    "num_sentences, num_devices, expected_batches, expected_rows",
+    [
+        # 3 sentences of 10 tokens fit a 32-token row, so 30 sentences need 10 rows.
+        (30, 1, 1, 16),
+        (30, 8, 1, 16),
+        (30, 3, 1, 24),
+        # 150 rows need 3 batches of at most 64 rows, 50 each.
+        (450, 1, 3, 50),
+        (450, 4, 3, 52),
+    ],
+)
+def test_packed_eval_batches_size_rows_to_split(
+    num_sentences, num_devices, expected_batches, expected_rows
+):
+    dataset = synthetic_dataset([10] * num_sentences, width=64)
+    batches = list(packed_eval_batches(dataset, num_rows=64, width=32, num_devices=num_devices))
+    assert len(batches) == expected_batches
+    assert {batch["input_ids"].shape for batch in batches} == {(expected_rows, 32)}
+    indices = np.concatenate(
+        [batch["example_index"][batch["example_mask"] > 0] for batch in batches]
+    )
+    assert sorted(indices.tolist()) == list(range(num_sentences))
+
+
 def test_long_row_cut_keeps_separator():
     dataset = synthetic_dataset([40, 6, 3], width=64)
     assert pack_rows(dataset.lengths, [0, 1, 2], 32) == [[0], [1, 2]]

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec
 from train_jobs import host_copy, load_sst2, tiny_classifier
 
 from configs import common
@@ -147,3 +148,43 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(job, reference_params, tmp_p
     for value in jax.tree.leaves(best_params):
         assert np.all(np.isfinite(np.asarray(value)))
     checkpointer.close()
+
+
+def test_async_save_keeps_values_of_donated_params(job, tmp_path):
+    _, params, _ = job
+    replicated = NamedSharding(make_mesh(2), PartitionSpec())
+    on_device = jax.device_put(params, replicated)
+    expected = host_copy(on_device)
+    checkpointer = Checkpointer(tmp_path / "checkpoints")
+    checkpointer.save_best(4, on_device, {"step": 4, "accuracy": 0.5})
+    # The next train step reuses the donated buffers while the write may still run.
+    overwrite = jax.jit(
+        lambda tree: jax.tree.map(lambda leaf: leaf * 0 - 1, tree), donate_argnums=0
+    )
+    jax.block_until_ready(overwrite(on_device))
+    restored, record = checkpointer.restore_best(jax.device_put(expected, replicated))
+    checkpointer.close()
+    assert record == {"step": 4, "accuracy": 0.5}
+    for (path, value), want in zip(
+        jax.tree_util.tree_leaves_with_path(host_copy(restored)), jax.tree.leaves(expected)
+    ):
+        np.testing.assert_array_equal(value, want, err_msg=jax.tree_util.keystr(path))
+
+
+def test_best_params_reads_checkpoint_only_when_needed(job, tmp_path):
+    _, params, _ = job
+    replicated = NamedSharding(make_mesh(2), PartitionSpec())
+    final = jax.device_put(jax.tree.map(lambda leaf: np.asarray(leaf) + 1.0, params), replicated)
+    checkpointer = Checkpointer(tmp_path / "checkpoints")
+    checkpointer.save_best(2, params, {"step": 2, "accuracy": 0.75})
+    record = {"best_step": 2, "best_dev": {"accuracy": 0.75}, "history": []}
+    restored, best = checkpointer.best_params(final, 6, record)
+    assert best == {"step": 2, "accuracy": 0.75}
+    for value, want in zip(jax.tree.leaves(host_copy(restored)), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(value, want)
+    # The best step is the final one: the final params are returned without a read.
+    record = {"best_step": 6, "best_dev": {"accuracy": 0.8}, "history": []}
+    returned, best = checkpointer.best_params(final, 6, record)
+    checkpointer.close()
+    assert returned is final
+    assert best == {"step": 6, "accuracy": 0.8}

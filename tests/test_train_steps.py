@@ -49,12 +49,14 @@ def _epoch_batches(encoded, epoch, buckets):
     )
 
 
-def _steps_on_mesh(model, params, encoded, num_devices, num_steps):
+def _steps_on_mesh(model, params, encoded, num_devices, num_steps, norm_metrics=True):
     """Train num_steps on a mesh of num_devices; return (per-step metrics, host params)."""
     mesh = make_mesh(num_devices)
     optimizer = _optimizer(params, num_steps)
     state = create_train_state(params, optimizer, seed=SEED, mesh=mesh)
-    train_step = make_train_step(classification_loss(model), optimizer, state, mesh)
+    train_step = make_train_step(
+        classification_loss(model), optimizer, state, mesh, norm_metrics=norm_metrics
+    )
     history = []
     epoch = 0
     while len(history) < num_steps:
@@ -65,6 +67,24 @@ def _steps_on_mesh(model, params, encoded, num_devices, num_steps):
             history.append(jax.device_get(metrics))
         epoch += 1
     return history, host_copy(state.params)
+
+
+def test_norm_metrics_change_no_params(tiny, sst2):
+    model, params = tiny
+    with_norms, params_with = _steps_on_mesh(model, params, sst2["train"], 2, 3)
+    without_norms, params_without = _steps_on_mesh(
+        model, params, sst2["train"], 2, 3, norm_metrics=False
+    )
+    assert {"grad_norm", "update_norm", "param_norm"} <= set(with_norms[-1])
+    assert "grad_norm" in without_norms[-1]
+    assert not {"update_norm", "param_norm"} & set(without_norms[-1])
+    for step, (first, second) in enumerate(zip(with_norms, without_norms)):
+        assert first["loss"] == second["loss"], step
+        assert first["grad_norm"] == second["grad_norm"], step
+    for with_leaf, without_leaf in zip(
+        jax.tree.leaves(params_with), jax.tree.leaves(params_without)
+    ):
+        np.testing.assert_array_equal(with_leaf, without_leaf)
 
 
 @pytest.mark.slow

@@ -16,11 +16,16 @@ jitted step compiles once.
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from fsl_jax.data.encoding import EncodedDataset
+
+# A packed eval split that fits one batch gets a multiple of this many rows, so
+# small splits of similar size share a shape (see packed_eval_batches).
+ROW_MULTIPLE = 8
 
 
 def pack_rows(lengths: np.ndarray, rows: Sequence[int], width: int) -> list[list[int]]:
@@ -93,21 +98,27 @@ def pack_split(lengths: np.ndarray, width: int) -> list[list[int]]:
 def packed_eval_batches(
     encoded: EncodedDataset, num_rows: int, width: int, num_devices: int
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Yield packed batches of [num_rows, width] tokens that hold every example once.
+    """Yield packed batches of [rows, width] tokens that contain every example once.
 
-    Every batch has the same shape, so an eval step compiles once for the split.
-    num_rows is rounded up to a multiple of num_devices. The number of sentence
-    slots per row is rounded up to a multiple of 8, so splits of similar lengths
-    (dev and test) usually share the shape. The last batch is filled with empty rows.
+    Every batch of a split has the same shape, so an eval step compiles once for
+    it. num_rows, rounded up to a multiple of num_devices, is the maximum number of
+    rows per batch. A split that fits one batch gets the fewest rows that contain it,
+    rounded up to a multiple of ROW_MULTIPLE (and of num_devices), so the small dev
+    and train splits of a task's seeds usually share one shape. A larger split
+    spreads its rows evenly over as few batches as num_rows allows. The number of
+    sentence slots per row is rounded up to a multiple of 8. The last batch is
+    filled with empty rows.
     """
     bins = pack_split(encoded.lengths, width)
-    num_rows = -(-num_rows // num_devices) * num_devices
+    max_rows = -(-num_rows // num_devices) * num_devices
+    num_batches = max(1, -(-len(bins) // max_rows))
+    multiple = math.lcm(ROW_MULTIPLE, num_devices) if num_batches == 1 else num_devices
+    rows = -(-max(len(bins), 1) // num_batches)
+    rows = min(-(-rows // multiple) * multiple, max_rows)
     num_segments = max((len(bin_rows) for bin_rows in bins), default=1)
     num_segments = -(-num_segments // 8) * 8
-    for start in range(0, len(bins), num_rows):
-        yield fill_packed_batch(
-            encoded, bins[start : start + num_rows], width, num_rows, num_segments
-        )
+    for start in range(0, len(bins), rows):
+        yield fill_packed_batch(encoded, bins[start : start + rows], width, rows, num_segments)
 
 
 def make_packed_batch(

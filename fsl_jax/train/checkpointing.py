@@ -27,6 +27,11 @@ class Checkpointer:
     run continues exactly where the interrupted one stopped. Restoring reads the
     arrays straight into the shardings of a template state, so a run can resume
     on a different number of devices.
+
+    Saves are asynchronous: orbax copies the arrays before save returns and writes
+    the files on a background thread while training goes on. A checkpoint appears
+    under its step only once complete, so a run killed during a write resumes from
+    the one before. Restores and close wait for the writes in flight.
     """
 
     def __init__(self, directory: str | Path, keep: int = 1):
@@ -42,6 +47,7 @@ class Checkpointer:
         )
 
     def latest_step(self) -> int | None:
+        self._periodic.wait_until_finished()
         return self._periodic.latest_step()
 
     def save(self, state: TrainState, loop_record: dict[str, Any]) -> None:
@@ -53,11 +59,11 @@ class Checkpointer:
                 loop=ocp.args.JsonSave(loop_record),
             ),
         )
-        self._periodic.wait_until_finished()
-        logging.info("Saved checkpoint at step %d to %s", step, self.directory / "periodic")
+        logging.info("Saving checkpoint at step %d to %s", step, self.directory / "periodic")
 
     def restore_latest(self, template: TrainState) -> tuple[TrainState, dict[str, Any]] | None:
         """Return (state, loop record) of the latest periodic checkpoint, or None."""
+        self._periodic.wait_until_finished()
         step = self._periodic.latest_step()
         if step is None:
             return None
@@ -92,10 +98,10 @@ class Checkpointer:
             ),
             force=True,
         )
-        self._best.wait_until_finished()
-        logging.info("Saved best-on-dev params at step %d: %s", step, record)
+        logging.info("Saving best-on-dev params at step %d: %s", step, record)
 
     def restore_best(self, template_params: Any) -> tuple[Any, dict[str, Any]]:
+        self._best.wait_until_finished()
         step = self._best.latest_step()
         if step is None:
             raise FileNotFoundError(f"No best checkpoint under {self.directory / 'best'}.")
@@ -108,6 +114,19 @@ class Checkpointer:
         )
         return restored["params"], dict(restored["record"])
 
+    def best_params(
+        self, final_params: Any, final_step: int, record: dict[str, Any]
+    ) -> tuple[Any, dict[str, Any]]:
+        """Return (best params on dev, their record) once train_loop has returned record.
+
+        When the best step is final_step, final_params are the best params and are
+        returned as they are; otherwise the best checkpoint is read back.
+        """
+        if record["best_step"] == final_step and record["best_dev"] is not None:
+            return final_params, {"step": final_step, **record["best_dev"]}
+        return self.restore_best(final_params)
+
     def close(self) -> None:
+        """Wait for the writes in flight, then release the managers."""
         self._periodic.close()
         self._best.close()

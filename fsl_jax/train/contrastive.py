@@ -29,6 +29,7 @@ reproducible and a resumed run draws the batches it would have drawn.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -363,6 +364,8 @@ def fit_contrastive(
     mesh: Mesh,
     workdir: Path,
     pack_eval: bool = False,
+    norm_metrics: bool = False,
+    pending_writes: contextlib.ExitStack | None = None,
 ) -> tuple[dict, dict[str, Any]]:
     """Train params["encoder"] on sentence pairs; return (classifier params, loop record).
 
@@ -370,7 +373,10 @@ def fit_contrastive(
     stage checkpoints its final state, so a rerun of a killed job skips a finished
     stage. The returned params keep the input head, which the caller refits, unless
     section.ce_weight > 0: then the head is the one the stage trained. pack_eval
-    packs the sentences whose pooled vectors score dev (train.pack_eval).
+    packs the sentences whose pooled vectors score dev (train.pack_eval), and
+    norm_metrics logs the norms of the updates and params (train.norm_metrics). With
+    pending_writes, the checkpoint writes may finish after this returns: the stack
+    waits for them when it closes. Without it, they are on disk on return.
     """
     in_batch = section.pairs == IN_BATCH
     if in_batch and section.num_iterations > 0:
@@ -428,7 +434,7 @@ def fit_contrastive(
         loss_fn = in_batch_cosine_loss(model, head, ce_weight)
     else:
         loss_fn = cosine_similarity_loss(model, head)
-    train_step = make_train_step(loss_fn, optimizer, state, mesh)
+    train_step = make_train_step(loss_fn, optimizer, state, mesh, norm_metrics)
 
     def pooled_fn(encoder_params, encoded):
         full = {"encoder": encoder_params["encoder"], "head": head}
@@ -497,8 +503,11 @@ def fit_contrastive(
         )
     finally:
         writer.close()
-    best, best_record = checkpointer.restore_best(state.params)
-    checkpointer.close()
+    best, best_record = checkpointer.best_params(state.params, num_steps, record)
+    if pending_writes is None:
+        checkpointer.close()
+    else:
+        pending_writes.callback(checkpointer.close)
     logging.info(
         "contrastive seed %d: %d pair steps; nearest-class-mean dev %s at step %d",
         seed,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -24,9 +25,10 @@ from fsl_jax.data import (
 from fsl_jax.evaluate.metrics import classification_metrics
 from fsl_jax.models import Classifier, EncoderConfig
 from fsl_jax.train import augmentation
+from fsl_jax.train.ahead import AheadOfTimeCompiler, abstract
 from fsl_jax.train.checkpointing import Checkpointer
 from fsl_jax.train.loop import LoopSettings, train_loop
-from fsl_jax.train.mesh import replicated
+from fsl_jax.train.mesh import data_sharded, replicated
 from fsl_jax.train.optimizer import make_optimizer
 from fsl_jax.train.predict import predict_outputs
 from fsl_jax.train.state import create_train_state
@@ -165,6 +167,37 @@ def classifier_eval_step(model: Classifier, params: Any, mesh: Mesh) -> Callable
     return _CLASSIFIER_EVAL_STEPS[key]
 
 
+def compile_eval_step(
+    compiler: AheadOfTimeCompiler,
+    model: Classifier,
+    params: Any,
+    datasets: Sequence[EncodedDataset],
+    settings: TrainSettings,
+    mesh: Mesh,
+) -> None:
+    """Submit compilations of classifier_eval_step for every eval batch shape of datasets.
+
+    The shapes are those of eval_batches with settings' batch size, buckets and
+    packing. params (arrays or shapes) are taken as replicated, because the callers
+    of classifier_eval_step pass them replicated.
+    """
+    params = abstract(params, replicated(mesh))
+    eval_step = classifier_eval_step(model, params, mesh)
+    batches = {}
+    for encoded in datasets:
+        for batch in eval_batches(
+            encoded,
+            settings.eval_batch_size,
+            settings.length_buckets,
+            mesh.size,
+            settings.pack_eval,
+        ):
+            signature = tuple((key, value.shape, value.dtype.str) for key, value in batch.items())
+            batches.setdefault(signature, batch)
+    for batch in batches.values():
+        compiler.submit(eval_step, params, abstract(batch, data_sharded(mesh)))
+
+
 def eval_batches(
     encoded: EncodedDataset,
     batch_size: int,
@@ -216,6 +249,7 @@ class TrainSettings:
     stop_after: int | None
     eval_at_start: bool
     pack_eval: bool = False
+    norm_metrics: bool = False
 
     @classmethod
     def from_config(cls, train: ml_collections.ConfigDict, num_examples: int, mesh: Mesh):
@@ -242,6 +276,7 @@ class TrainSettings:
             stop_after=train.get("stop_after") or None,
             eval_at_start=train.get("eval_at_start", False),
             pack_eval=train.get("pack_eval", False),
+            norm_metrics=train.get("norm_metrics", False),
         )
 
 
@@ -269,12 +304,12 @@ def fit_and_select(
     loss_fn follows fsl_jax.train.steps; eval_fn(model_params, batch) returns outputs
     with logits. select_params maps the trained params to what eval_fn takes (the
     student inside a distillation params tree). Returns (best params, loop record,
-    checkpointer).
+    checkpointer); closing the checkpointer waits for its writes still in flight.
     """
     settings = TrainSettings.from_config(train_config, len(train_data), mesh)
     optimizer, _ = make_optimizer(optimizer_config, params, settings.num_steps, num_layers)
     state = create_train_state(params, optimizer, seed, mesh, teacher_params=teacher_params)
-    train_step = make_train_step(loss_fn, optimizer, state, mesh)
+    train_step = make_train_step(loss_fn, optimizer, state, mesh, settings.norm_metrics)
     model_params = select_params(state.params)
     eval_step = make_eval_step(eval_fn, model_params, mesh)
 
@@ -326,7 +361,7 @@ def fit_and_select(
         writer.close()
     if settings.stop_after is not None and int(jax.device_get(state.step)) < settings.num_steps:
         return None, record, checkpointer
-    best_params, best_record = checkpointer.restore_best(state.params)
+    best_params, best_record = checkpointer.best_params(state.params, settings.num_steps, record)
     logging.info("%s seed %d: best dev %s at step %d", name, seed, best_record, record["best_step"])
     return best_params, record, checkpointer
 
@@ -343,12 +378,15 @@ def keep_without_training(
     train_config: ml_collections.ConfigDict,
     mesh: Mesh,
     workdir: Path,
+    pending_writes: contextlib.ExitStack | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Score params on dev and keep them as the best checkpoint at step 0, untrained.
 
     For train.enabled=False: the model is the pair stage's encoder with a fitted head.
     The checkpoint and loop record have the layout fit_and_select writes, so a
     distillation run can reuse the model as its teacher. Returns (params, record).
+    With pending_writes, the stack waits for the checkpoint write when it closes;
+    without it, the checkpoint is on disk on return.
     """
     # Only the eval batch size and buckets are used.
     settings = TrainSettings.from_config(train_config, train_size, mesh)
@@ -358,7 +396,10 @@ def keep_without_training(
     dev = {"accuracy": float(metrics["accuracy"]), "macro_f1": float(metrics["macro_f1"])}
     checkpointer = Checkpointer(workdir / "checkpoints" / f"seed_{seed}" / name, 1)
     checkpointer.save_best(0, params, {"step": 0, **dev})
-    checkpointer.close()
+    if pending_writes is None:
+        checkpointer.close()
+    else:
+        pending_writes.callback(checkpointer.close)
     writer = MetricWriter(workdir, name, seed)
     try:
         writer.write(0, {f"dev_{key}": value for key, value in dev.items()})

@@ -19,7 +19,9 @@ from jax.sharding import Mesh
 
 from fsl_jax.data import EncodedDataset
 from fsl_jax.models import Classifier
+from fsl_jax.train.ahead import AheadOfTimeCompiler
 from fsl_jax.train.finetune import classifier_eval_step, eval_batches
+from fsl_jax.train.mesh import replicate_tree
 from fsl_jax.train.predict import predict_outputs
 from fsl_jax.train.steps import global_norm
 
@@ -39,6 +41,9 @@ def pooled_features(
 
     pack lays the sentences end to end in shared rows (see finetune.eval_batches).
     """
+    # Replicated arrays are the argument types the eval step is compiled for ahead of
+    # time (finetune.compile_eval_step); numpy leaves would make jit compile it again.
+    params = replicate_tree(params, mesh)
     eval_step = classifier_eval_step(model, params, mesh)
     batches = eval_batches(encoded, eval_batch_size, length_buckets, mesh.size, pack)
     return predict_outputs(eval_step, params, batches, mesh, len(encoded), key="pooled")
@@ -106,6 +111,26 @@ def _fit_logistic(features, labels, num_labels, c, tolerance, max_iterations):
     carry = (weights, solver.init(weights), jnp.asarray(jnp.inf, features.dtype), 0)
     weights, _, grad_norm, iterations = jax.lax.while_loop(not_converged, update, carry)
     return weights, objective(weights), grad_norm, iterations
+
+
+def compile_logistic_fit(
+    compiler: AheadOfTimeCompiler,
+    num_examples: int,
+    num_features: int,
+    num_labels: int,
+    max_iterations: int = 1000,
+) -> None:
+    """Submit the compilation of fit_logistic_regression for these sizes to compiler."""
+    scalar = jax.ShapeDtypeStruct((), jnp.float32)
+    compiler.submit(
+        _fit_logistic,
+        jax.ShapeDtypeStruct((num_examples, num_features), jnp.float32),
+        jax.ShapeDtypeStruct((num_examples,), jnp.int32),
+        num_labels,
+        scalar,
+        scalar,
+        max_iterations,
+    )
 
 
 def fit_logistic_regression(
