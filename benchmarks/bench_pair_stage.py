@@ -72,9 +72,9 @@ class PairSteps:
             "padded": data_lib.make_batch(train, rows, len(rows), buckets),
             "packed": data_lib.make_packed_batch(train, rows, width, num_rows, num_segments),
         }
+        batches["packed_norms"] = batches["packed"]
         self.slots = {name: int(batch["input_ids"].size) for name, batch in batches.items()}
         self.real_tokens = int(train.lengths[rows].sum())
-        batches["packed_norms"] = batches["packed"]
         self.batches = {name: to_global_batch(batch, mesh) for name, batch in batches.items()}
         self.states = {}
         self.steps = {}

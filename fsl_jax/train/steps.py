@@ -50,7 +50,8 @@ def make_train_step(
     replicated scalars: the loss terms and the gradient norm, plus the norms of the
     updates and the new params with norm_metrics. Each of those two is one more pass
     over every parameter: on the pair stage's SST-2 step on 2 CPU cores they took
-    about 3% of the step time and 0.4 s of its 7 s compilation (docs/benchmarks.md).
+    about 6% of the step time and 0.4 to 0.8 s of its 7 s compilation
+    (docs/benchmarks.md).
     """
     # Dropout masks come from Threefry; its loop-free CPU lowering gives the same bits faster.
     use_unrolled_threefry_on_cpu()
