@@ -546,7 +546,7 @@ RESUMABLE_TRAIN_KEYS = (
 # those runs did. A recorded config.json without them gets these values, so an older
 # workdir still matches a config that requests the same run.
 LEGACY_VALUES = {
-    "train": {"enabled": True, "pack_eval": False},
+    "train": {"enabled": True, "pack_eval": False, "pack": False},
     "model": {"logistic_c": 1.0},
     "contrastive": {"ce_weight": 0.0, "pack": False},
 }
@@ -631,11 +631,20 @@ def check_teacher_config(config: ml_collections.ConfigDict, teacher_workdir: Pat
 
 
 def check_packing(config: ml_collections.ConfigDict) -> None:
-    """Raise ValueError when packing is on with a pooling that has no packed form.
+    """Raise ValueError when packing is on with a pooling or augmentation it cannot take.
 
-    Checked before any training, because the packed eval steps would otherwise fail
-    only after the pair stage has run.
+    Checked before any training, because the packed steps would otherwise fail only
+    after the pair stage has run.
     """
+    packing_train = config.train.get("pack", False) and config.train.get("enabled", True)
+    if packing_train:
+        device_ops = [op.name for op in augmentation.make_policy(config.augment).device_ops]
+        if device_ops:
+            raise ValueError(
+                f"train.pack packs sentences into shared rows, but the augmentation policy "
+                f"applies device operations {device_ops} to whole rows. Remove them from "
+                "augment.ops or set --config.train.pack=False."
+            )
     if config.model.pooling != "pooler":
         return
     contrastive_section = config.get("contrastive")
@@ -645,6 +654,8 @@ def check_packing(config: ml_collections.ConfigDict) -> None:
             packed.append("contrastive.pack")
     if config.train.get("pack_eval", False):
         packed.append("train.pack_eval")
+    if packing_train:
+        packed.append("train.pack")
     if packed:
         overrides = " ".join(f"--config.{key}=False" for key in packed)
         raise ValueError(

@@ -221,9 +221,29 @@ def test_run_rejects_pooler_with_packing(tmp_path):
     pipeline.check_packing(config)
 
 
+def test_check_packing_rejects_train_pack_misuse():
+    config = sst2_finetune.get_config()
+    config.train.enabled = True
+    config.train.pack = True
+    pipeline.check_packing(config)
+    config.augment.ops = "random_deletion=0.1,token_cutoff=0.1"
+    with pytest.raises(ValueError, match=r"device operations \['token_cutoff'\]"):
+        pipeline.check_packing(config)
+    # Without the fine-tune there are no train batches to pack.
+    config.train.enabled = False
+    pipeline.check_packing(config)
+    config.train.enabled = True
+    config.augment.ops = "random_deletion=0.1"
+    config.model.pooling = "pooler"
+    config.contrastive.pack = False
+    config.train.pack_eval = False
+    with pytest.raises(ValueError, match=r"but train.pack pack .* --config.train.pack=False"):
+        pipeline.check_packing(config)
+
+
 def test_legacy_config_still_matches(tmp_path):
-    """A config.json written before train.enabled, train.pack_eval, model.logistic_c and
-    two contrastive keys."""
+    """A config.json written before train.enabled, train.pack_eval, train.pack,
+    model.logistic_c and two contrastive keys."""
     from configs import sst2_distill
 
     teacher = sst2_finetune.get_config()
@@ -232,7 +252,7 @@ def test_legacy_config_still_matches(tmp_path):
     teacher.contrastive.pack = False
     teacher.train.pack_eval = False
     recorded = pipeline._result_defining(teacher)
-    del recorded["train"]["enabled"], recorded["train"]["pack_eval"]
+    del recorded["train"]["enabled"], recorded["train"]["pack_eval"], recorded["train"]["pack"]
     del recorded["model"]["logistic_c"]
     del recorded["contrastive"]["ce_weight"], recorded["contrastive"]["pack"]
     (tmp_path / "config.json").write_text(json.dumps(recorded))

@@ -108,6 +108,24 @@ def test_resume_after_stop_matches_uninterrupted(reference, tmp_path, compilatio
 
 
 @pytest.mark.slow
+def test_packed_fine_tune_resumes_exactly(tmp_path, compilation_cache):
+    """train.pack: a killed and resumed run ends where an uninterrupted one does."""
+    packed = {"train.pack": True}
+    uninterrupted = _run(tmp_path / "uninterrupted", compilation_cache, **packed)
+    assert _train_losses(tmp_path / "uninterrupted").keys() == {2, 4, 6, 8}
+
+    resumed_dir = tmp_path / "resumed"
+    stopped = _run(resumed_dir, compilation_cache, **packed, **RESUME, **{"train.stop_after": 4})
+    assert stopped is None
+    results = _run(resumed_dir, compilation_cache, **packed, **RESUME)
+    assert seed_metrics(results) == seed_metrics(uninterrupted)
+    np.testing.assert_array_equal(
+        _test_logits(resumed_dir), _test_logits(tmp_path / "uninterrupted")
+    )
+    assert _train_losses(resumed_dir) == _train_losses(tmp_path / "uninterrupted")
+
+
+@pytest.mark.slow
 def test_resume_on_fewer_devices(reference, tmp_path, compilation_cache):
     """Checkpoints written on 8 devices restore onto 1, and the run finishes as usual."""
     reference_dir, reference_results = reference

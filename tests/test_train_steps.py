@@ -8,7 +8,13 @@ from train_jobs import host_copy, load_sst2, tiny_classifier
 from configs import common
 from fsl_jax.data import batch_iterator
 from fsl_jax.train.checkpointing import Checkpointer
-from fsl_jax.train.finetune import TrainSettings, classification_loss, eval_apply, evaluate_split
+from fsl_jax.train.finetune import (
+    TrainSettings,
+    classification_loss,
+    eval_apply,
+    evaluate_split,
+    packed_train_epochs,
+)
 from fsl_jax.train.loop import LoopSettings, train_loop
 from fsl_jax.train.mesh import make_mesh
 from fsl_jax.train.optimizer import make_optimizer
@@ -212,3 +218,35 @@ def test_global_norm_matches_numpy():
     tree = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": [np.float32(-2.0)]}
     expected = np.sqrt(np.sum(np.arange(6) ** 2) + 4.0)
     np.testing.assert_allclose(float(global_norm(tree)), expected, rtol=1e-6)
+
+
+def test_packed_train_batches_match_padded(sst2):
+    """train.pack: each step has the examples and, without dropout, the loss of the padded one."""
+    model, params = tiny_classifier(num_layers=1, dropout=0.0)
+    train = sst2["train"]
+    config = common.get_base_config().train
+    config.update(enabled=True, batch_size=BATCH_SIZE, num_epochs=2, length_buckets=BUCKETS)
+    mesh = make_mesh(2)
+    settings = TrainSettings.from_config(config, len(train), mesh)
+    make_epoch, (rows, width, slots) = packed_train_epochs(train, settings, SEED, mesh.size)
+    assert width == max(BUCKETS)
+    assert rows % mesh.size == 0
+    assert rows < BATCH_SIZE
+    loss_fn = jax.jit(classification_loss(model))
+    rng = jax.random.PRNGKey(0)
+    for epoch in range(2):
+        padded_batches = list(_epoch_batches(train, epoch, BUCKETS))
+        packed_batches = list(make_epoch(epoch))
+        assert len(packed_batches) == len(padded_batches) == settings.steps_per_epoch
+        for step, (padded, packed) in enumerate(zip(padded_batches, packed_batches)):
+            assert packed["input_ids"].shape == (rows, width)
+            assert packed["example_mask"].shape == (rows, slots)
+            real = packed["example_mask"] > 0
+            padded_real = padded["example_mask"] > 0
+            assert sorted(packed["example_index"][real]) == sorted(
+                padded["example_index"][padded_real]
+            ), (epoch, step)
+            packed_loss, packed_metrics = loss_fn(params, None, packed, rng, 0)
+            padded_loss, padded_metrics = loss_fn(params, None, padded, rng, 0)
+            np.testing.assert_allclose(packed_loss, padded_loss, rtol=1e-5, err_msg=str(step))
+            assert packed_metrics["accuracy"] == padded_metrics["accuracy"], step

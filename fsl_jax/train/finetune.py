@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -18,9 +18,12 @@ from jax.sharding import Mesh
 from fsl_jax.data import (
     EncodedDataset,
     batch_iterator,
+    epoch_order,
     make_batch,
+    make_packed_batch,
     num_batches,
     packed_eval_batches,
+    packed_shape,
 )
 from fsl_jax.evaluate.metrics import classification_metrics
 from fsl_jax.models import Classifier, EncoderConfig
@@ -85,7 +88,16 @@ def init_params(model: Classifier, encoder_params: dict | None, rng: jax.Array) 
 
 
 def apply_model(model: Classifier, params, inputs: dict, **kwargs) -> dict:
-    """Run model on a dict of inputs (ids, masks and optional embedding inputs)."""
+    """Run model on a dict of inputs (ids, masks and optional embedding inputs).
+
+    A packed batch (with segment_ids) gives outputs per sentence slot, [rows, slots, ...].
+    """
+    if "segment_ids" in inputs:
+        kwargs = {
+            **kwargs,
+            "segment_ids": inputs["segment_ids"],
+            "num_segments": inputs["example_mask"].shape[1],
+        }
     return model.apply(
         {"params": params},
         inputs["input_ids"],
@@ -101,7 +113,8 @@ def classification_loss(model: Classifier, policy=None, token_ids=None) -> Calla
     """Return loss_fn(params, teacher_params, batch, rng, step) for fine-tuning.
 
     With an augmentation policy that names device operations (cutoff, mixup), they
-    are applied to each batch inside the step, with keys split from rng.
+    are applied to each batch inside the step, with keys split from rng. Packed
+    batches (train.pack) take no device operations, because those act on whole rows.
     """
     augmenting = policy is not None and augmentation.has_device_ops(policy)
 
@@ -250,6 +263,7 @@ class TrainSettings:
     eval_at_start: bool
     pack_eval: bool = False
     norm_metrics: bool = False
+    pack: bool = False
 
     @classmethod
     def from_config(cls, train: ml_collections.ConfigDict, num_examples: int, mesh: Mesh):
@@ -277,7 +291,36 @@ class TrainSettings:
             eval_at_start=train.get("eval_at_start", False),
             pack_eval=train.get("pack_eval", False),
             norm_metrics=train.get("norm_metrics", False),
+            pack=train.get("pack", False),
         )
+
+
+def packed_train_epochs(
+    encoded: EncodedDataset, settings: TrainSettings, seed: int, num_devices: int
+) -> tuple[Callable[[int], Iterator[dict]], tuple[int, int, int]]:
+    """Return (make_epoch, (rows, width, slots)) for packed train batches (train.pack).
+
+    make_epoch(epoch) yields, for each step, the examples batch_iterator would put
+    in its batch (same shuffle and order), laid end to end in rows of the largest
+    length bucket. One [rows, width] shape with `slots` sentences per row fits
+    every step of the run, so the train step compiles once.
+    """
+    width = max(settings.length_buckets)
+    batch_size = settings.batch_size
+
+    def step_rows(epoch: int) -> list[np.ndarray]:
+        order = epoch_order(len(encoded), seed, epoch, shuffle=True)
+        return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+    num_epochs = math.ceil(settings.num_steps / settings.steps_per_epoch)
+    every_step = [rows for epoch in range(num_epochs) for rows in step_rows(epoch)]
+    num_rows, num_segments = packed_shape(encoded.lengths, every_step, width, num_devices)
+
+    def make_epoch(epoch: int) -> Iterator[dict]:
+        for rows in step_rows(epoch):
+            yield make_packed_batch(encoded, rows, width, num_rows, num_segments)
+
+    return make_epoch, (num_rows, width, num_segments)
 
 
 def fit_and_select(
@@ -313,6 +356,20 @@ def fit_and_select(
     model_params = select_params(state.params)
     eval_step = make_eval_step(eval_fn, model_params, mesh)
 
+    if make_epoch is None and settings.pack:
+        make_epoch, (rows, width, slots) = packed_train_epochs(
+            train_data, settings, seed, mesh.size
+        )
+        logging.info(
+            "%s seed %d: %d sentences per step packed into %d rows of %d tokens "
+            "(up to %d sentences per row).",
+            name,
+            seed,
+            settings.batch_size,
+            rows,
+            width,
+            slots,
+        )
     if make_epoch is None:
 
         def make_epoch(epoch):
