@@ -93,8 +93,8 @@ def get_base_config() -> ml_collections.ConfigDict:
             # logits moved by at most 1.1e-5 (docs/benchmarks.md).
             pack_eval=True,
             # Pack the teacher fine-tune's train batches the same way: each step keeps
-            # its batch_size sentences, in fewer rows. Off: it changes the dropout
-            # masks, so the documented fine-tune results were measured without it.
+            # its batch_size sentences, in fewer rows. It is off because it changes the
+            # dropout masks, and the documented fine-tune results were measured without it.
             # The distillation steps pad either way. Host-side augmentation copies are
             # packed like any sentence; device operations (cutoff, mixup) cannot be.
             pack=False,

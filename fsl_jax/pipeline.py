@@ -204,7 +204,7 @@ def train_teacher(
     In order: the optional pair stage, a head fitted on the train vectors
     (model.head_init), then fine-tuning with selection on dev unless train.enabled
     is False, in which case the stage's encoder and the fitted head are the teacher.
-    Checkpoint writes still in flight on return are waited for by pending_writes.
+    pending_writes waits for the checkpoint writes still in flight on return.
     """
     encoder_config, encoder_params = load_encoder(checkpoint_dir)
     if config.model.keep_layers:
@@ -284,7 +284,7 @@ def train_teacher(
         mesh=mesh,
         workdir=workdir,
     )
-    pending_writes.callback(checkpointer.close)
+    checkpointer.close_after(pending_writes)
     return model, best_params, record
 
 
@@ -339,7 +339,7 @@ def distill_student(
 ):
     """Distil the fine-tuned teacher; return (student model, best params, record).
 
-    Checkpoint writes still in flight on return are waited for by pending_writes.
+    pending_writes waits for the checkpoint writes still in flight on return.
     """
     from fsl_jax.losses import build_objective
 
@@ -404,7 +404,7 @@ def distill_student(
         make_epoch=make_epoch,
         select_params=lambda tree: tree["student"],
     )
-    pending_writes.callback(checkpointer.close)
+    checkpointer.close_after(pending_writes)
     if best_params is None:
         return student, None, record
     return student, best_params["student"], record

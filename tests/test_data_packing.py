@@ -84,9 +84,7 @@ def test_packed_eval_batches_cover_split_in_one_shape():
         (450, 4, 3, 52),
     ],
 )
-def test_packed_eval_batches_size_rows_to_split(
-    num_sentences, num_devices, expected_batches, expected_rows
-):
+def test_packed_eval_rows_fit_split(num_sentences, num_devices, expected_batches, expected_rows):
     dataset = synthetic_dataset([10] * num_sentences, width=64)
     batches = list(packed_eval_batches(dataset, num_rows=64, width=32, num_devices=num_devices))
     assert len(batches) == expected_batches

@@ -221,7 +221,7 @@ def test_run_rejects_pooler_with_packing(tmp_path):
     pipeline.check_packing(config)
 
 
-def test_check_packing_rejects_train_pack_misuse():
+def test_check_packing_rejects_train_pack():
     config = sst2_finetune.get_config()
     config.train.enabled = True
     config.train.pack = True

@@ -38,7 +38,7 @@ def _large_compiles(names: list[str]) -> list[str]:
     return [name for name in names if name not in one_op]
 
 
-def test_call_after_compile_ahead_does_not_compile():
+def test_compiled_ahead_call_skips_compile():
     square_sum = jax.jit(lambda x: jnp.sum(x @ x.T))
     with AheadOfTimeCompiler() as compiler:
         compiler.submit(square_sum, jax.ShapeDtypeStruct((8, 16), jnp.float32))
@@ -59,7 +59,7 @@ def test_failed_compile_ahead_is_logged(caplog):
         matmul(np.ones((2, 3), np.float32))
 
 
-def test_eval_and_head_fit_use_compiled_ahead(data_dir, minilm_dir):
+def test_later_stages_use_compiled_ahead(data_dir, minilm_dir):
     model, params = tiny_classifier(num_layers=1)
     splits = load_sst2(data_dir, minilm_dir, max_length=64)
     mesh = make_mesh(2)

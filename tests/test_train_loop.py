@@ -150,7 +150,7 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(job, reference_params, tmp_p
     checkpointer.close()
 
 
-def test_async_save_keeps_values_of_donated_params(job, tmp_path):
+def test_async_save_survives_donation(job, tmp_path):
     _, params, _ = job
     replicated = NamedSharding(make_mesh(2), PartitionSpec())
     on_device = jax.device_put(params, replicated)
@@ -171,7 +171,7 @@ def test_async_save_keeps_values_of_donated_params(job, tmp_path):
         np.testing.assert_array_equal(value, want, err_msg=jax.tree_util.keystr(path))
 
 
-def test_best_params_reads_checkpoint_only_when_needed(job, tmp_path):
+def test_best_params_skips_final_restore(job, tmp_path):
     _, params, _ = job
     replicated = NamedSharding(make_mesh(2), PartitionSpec())
     final = jax.device_put(jax.tree.map(lambda leaf: np.asarray(leaf) + 1.0, params), replicated)
@@ -182,7 +182,7 @@ def test_best_params_reads_checkpoint_only_when_needed(job, tmp_path):
     assert best == {"step": 2, "accuracy": 0.75}
     for value, want in zip(jax.tree.leaves(host_copy(restored)), jax.tree.leaves(params)):
         np.testing.assert_array_equal(value, want)
-    # The best step is the final one: the final params are returned without a read.
+    # The best step is the final one, so the final params are returned without a read.
     record = {"best_step": 6, "best_dev": {"accuracy": 0.8}, "history": []}
     returned, best = checkpointer.best_params(final, 6, record)
     checkpointer.close()

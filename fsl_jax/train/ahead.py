@@ -26,17 +26,16 @@ def abstract(tree: Any, sharding: Any = None) -> Any:
 class AheadOfTimeCompiler:
     """Compile jitted functions for given argument shapes on one background thread.
 
-    A failed compilation is logged, not raised: the real call compiles again and
-    raises the error where it happens. wait() blocks until every compilation
-    submitted so far has finished, so that a call made afterwards does not start
-    the same compilation a second time.
+    A failed compilation is logged, not raised, because the real call compiles again
+    and raises the error where it happens. close() blocks until every submitted
+    compilation has finished, so that a call made afterwards does not start the
+    same compilation a second time.
     """
 
     def __init__(self):
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="fsl_jax_compile"
         )
-        self._futures: list[concurrent.futures.Future] = []
 
     def submit(self, jitted: Callable, *args: Any, **kwargs: Any) -> None:
         """Start compiling jitted for args (arrays or jax.ShapeDtypeStruct) and kwargs."""
@@ -48,17 +47,11 @@ class AheadOfTimeCompiler:
             except Exception as error:  # noqa: BLE001 - the real call raises it again.
                 logging.warning("Compiling %s ahead of its first call failed: %s", name, error)
 
-        self._futures.append(self._executor.submit(compile_now))
-
-    def wait(self) -> None:
-        """Block until every submitted compilation has finished."""
-        concurrent.futures.wait(self._futures)
-        self._futures.clear()
+        self._executor.submit(compile_now)
 
     def close(self) -> None:
-        """Wait for the compilations in flight and stop the thread."""
-        self.wait()
-        self._executor.shutdown()
+        """Wait for the submitted compilations and stop the thread."""
+        self._executor.shutdown(wait=True)
 
     def __enter__(self) -> AheadOfTimeCompiler:
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ class Checkpointer:
     arrays straight into the shardings of a template state, so a run can resume
     on a different number of devices.
 
-    Saves are asynchronous: orbax copies the arrays before save returns and writes
+    Saves are asynchronous. orbax copies the arrays before save returns, then writes
     the files on a background thread while training goes on. A checkpoint appears
     under its step only once complete, so a run killed during a write resumes from
     the one before. Restores and close wait for the writes in flight.
@@ -120,7 +121,7 @@ class Checkpointer:
         """Return (best params on dev, their record) once train_loop has returned record.
 
         When the best step is final_step, final_params are the best params and are
-        returned as they are; otherwise the best checkpoint is read back.
+        returned as they are. Otherwise the best checkpoint is read back.
         """
         if record["best_step"] == final_step and record["best_dev"] is not None:
             return final_params, {"step": final_step, **record["best_dev"]}
@@ -130,3 +131,10 @@ class Checkpointer:
         """Wait for the writes in flight, then release the managers."""
         self._periodic.close()
         self._best.close()
+
+    def close_after(self, pending_writes: contextlib.ExitStack | None) -> None:
+        """Close when pending_writes closes, so the writes overlap later work, or now if None."""
+        if pending_writes is None:
+            self.close()
+        else:
+            pending_writes.callback(self.close)

@@ -375,8 +375,8 @@ def fit_contrastive(
     section.ce_weight > 0: then the head is the one the stage trained. pack_eval
     packs the sentences whose pooled vectors score dev (train.pack_eval), and
     norm_metrics logs the norms of the updates and params (train.norm_metrics). With
-    pending_writes, the checkpoint writes may finish after this returns: the stack
-    waits for them when it closes. Without it, they are on disk on return.
+    pending_writes, the checkpoint writes may finish after this returns, and the
+    stack waits for them when it closes. Without it, they are on disk on return.
     """
     in_batch = section.pairs == IN_BATCH
     if in_batch and section.num_iterations > 0:
@@ -506,10 +506,7 @@ def fit_contrastive(
     finally:
         writer.close()
     best, best_record = checkpointer.best_params(state.params, num_steps, record)
-    if pending_writes is None:
-        checkpointer.close()
-    else:
-        pending_writes.callback(checkpointer.close)
+    checkpointer.close_after(pending_writes)
     logging.info(
         "contrastive seed %d: %d pair steps; nearest-class-mean dev %s at step %d",
         seed,

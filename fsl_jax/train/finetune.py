@@ -87,17 +87,18 @@ def init_params(model: Classifier, encoder_params: dict | None, rng: jax.Array) 
     return params
 
 
+def _packing_arguments(batch: dict) -> dict:
+    """Return the model's packing arguments for a packed batch, {} for a padded one."""
+    if "segment_ids" not in batch:
+        return {}
+    return {"segment_ids": batch["segment_ids"], "num_segments": batch["example_mask"].shape[1]}
+
+
 def apply_model(model: Classifier, params, inputs: dict, **kwargs) -> dict:
     """Run model on a dict of inputs (ids, masks and optional embedding inputs).
 
     A packed batch (with segment_ids) gives outputs per sentence slot, [rows, slots, ...].
     """
-    if "segment_ids" in inputs:
-        kwargs = {
-            **kwargs,
-            "segment_ids": inputs["segment_ids"],
-            "num_segments": inputs["example_mask"].shape[1],
-        }
     return model.apply(
         {"params": params},
         inputs["input_ids"],
@@ -105,6 +106,7 @@ def apply_model(model: Classifier, params, inputs: dict, **kwargs) -> dict:
         inputs["token_type_ids"],
         inputs_embeds=inputs.get("inputs_embeds"),
         embedding_scale=inputs.get("embedding_scale"),
+        **_packing_arguments(inputs),
         **kwargs,
     )
 
@@ -139,19 +141,13 @@ def eval_apply(model: Classifier) -> Callable[[Any, dict], dict]:
     """Return apply(params, batch) in eval mode, for padded and packed batches alike."""
 
     def apply(params, batch):
-        packed = {}
-        if "segment_ids" in batch:
-            packed = {
-                "segment_ids": batch["segment_ids"],
-                "num_segments": batch["example_mask"].shape[1],
-            }
         return model.apply(
             {"params": params},
             batch["input_ids"],
             batch["attention_mask"],
             batch["token_type_ids"],
             deterministic=True,
-            **packed,
+            **_packing_arguments(batch),
         )
 
     return apply
@@ -347,7 +343,7 @@ def fit_and_select(
     loss_fn follows fsl_jax.train.steps; eval_fn(model_params, batch) returns outputs
     with logits. select_params maps the trained params to what eval_fn takes (the
     student inside a distillation params tree). Returns (best params, loop record,
-    checkpointer); closing the checkpointer waits for its writes still in flight.
+    checkpointer). Closing the checkpointer waits for its writes still in flight.
     """
     settings = TrainSettings.from_config(train_config, len(train_data), mesh)
     optimizer, _ = make_optimizer(optimizer_config, params, settings.num_steps, num_layers)
@@ -442,8 +438,8 @@ def keep_without_training(
     For train.enabled=False: the model is the pair stage's encoder with a fitted head.
     The checkpoint and loop record have the layout fit_and_select writes, so a
     distillation run can reuse the model as its teacher. Returns (params, record).
-    With pending_writes, the stack waits for the checkpoint write when it closes;
-    without it, the checkpoint is on disk on return.
+    With pending_writes, the stack waits for the checkpoint write when it closes.
+    Without it, the checkpoint is on disk on return.
     """
     # Only the eval batch size and buckets are used.
     settings = TrainSettings.from_config(train_config, train_size, mesh)
@@ -453,10 +449,7 @@ def keep_without_training(
     dev = {"accuracy": float(metrics["accuracy"]), "macro_f1": float(metrics["macro_f1"])}
     checkpointer = Checkpointer(workdir / "checkpoints" / f"seed_{seed}" / name, 1)
     checkpointer.save_best(0, params, {"step": 0, **dev})
-    if pending_writes is None:
-        checkpointer.close()
-    else:
-        pending_writes.callback(checkpointer.close)
+    checkpointer.close_after(pending_writes)
     writer = MetricWriter(workdir, name, seed)
     try:
         writer.write(0, {f"dev_{key}": value for key, value in dev.items()})

@@ -26,6 +26,10 @@ from fsl_jax.train.predict import predict_outputs
 from fsl_jax.train.steps import global_norm
 
 HEAD_INITS = ("prototypes", "logistic", "random")
+# The logistic-regression fit stops when its gradient norm falls below the tolerance
+# or after the maximum number of L-BFGS iterations.
+LOGISTIC_TOLERANCE = 1e-5
+LOGISTIC_MAX_ITERATIONS = 1000
 
 
 def pooled_features(
@@ -41,8 +45,8 @@ def pooled_features(
 
     pack lays the sentences end to end in shared rows (see finetune.eval_batches).
     """
-    # Replicated arrays are the argument types the eval step is compiled for ahead of
-    # time (finetune.compile_eval_step); numpy leaves would make jit compile it again.
+    # The eval step is compiled ahead of time for replicated arrays
+    # (finetune.compile_eval_step), and numpy leaves would make jit compile it again.
     params = replicate_tree(params, mesh)
     eval_step = classifier_eval_step(model, params, mesh)
     batches = eval_batches(encoded, eval_batch_size, length_buckets, mesh.size, pack)
@@ -118,7 +122,7 @@ def compile_logistic_fit(
     num_examples: int,
     num_features: int,
     num_labels: int,
-    max_iterations: int = 1000,
+    max_iterations: int = LOGISTIC_MAX_ITERATIONS,
 ) -> None:
     """Submit the compilation of fit_logistic_regression for these sizes to compiler."""
     scalar = jax.ShapeDtypeStruct((), jnp.float32)
@@ -138,8 +142,8 @@ def fit_logistic_regression(
     labels: np.ndarray,
     num_labels: int,
     c: float = 1.0,
-    tolerance: float = 1e-5,
-    max_iterations: int = 1000,
+    tolerance: float = LOGISTIC_TOLERANCE,
+    max_iterations: int = LOGISTIC_MAX_ITERATIONS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fit multinomial logistic regression with an L2 penalty; return (kernel, bias).
 

@@ -49,7 +49,7 @@ def make_train_step(
     fold_in(state.rng, state.step): a resumed run draws the same keys. Metrics are
     replicated scalars: the loss terms and the gradient norm, plus the norms of the
     updates and the new params with norm_metrics. Each of those two is one more pass
-    over every parameter: on the pair stage's SST-2 step on 2 CPU cores they took
+    over every parameter. On the pair stage's SST-2 step on 2 CPU cores they took
     about 6% of the step time and 0.4 to 0.8 s of its 7 s compilation
     (docs/benchmarks.md).
     """
